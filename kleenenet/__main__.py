@@ -1,0 +1,3 @@
+from kleenenet.cli import main
+
+main()

@@ -1,0 +1,277 @@
+"""The kleenenet command line. Options follow klee's where klee has one."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import textwrap
+from functools import cached_property
+
+import click
+
+from kleenenet.errors import KleenenetError
+from kleenenet.model import AUTO, HOST_GATEWAY, NETWORK_DRIVERS, NETWORK_TYPES
+
+
+class Context:
+    def __init__(self, state_dir: str | None, platform: str | None):
+        self.state_dir = state_dir
+        self.platform_name = platform
+
+    @cached_property
+    def store(self):
+        from kleenenet.store import Store, default_state_dir
+
+        return Store(self.state_dir or default_state_dir())
+
+    @cached_property
+    def platform(self):
+        from kleenenet.platform import get_platform
+
+        return get_platform(self.platform_name)
+
+    def service(self, dry_run: bool = False):
+        from kleenenet.service import Service
+
+        return Service(self.store, _Deferred(lambda: self.platform), dry_run=dry_run, out=click.echo)
+
+
+class _Deferred:
+    """Creates the platform on first use: read-only commands never load netlink."""
+
+    def __init__(self, factory):
+        self._factory = factory
+
+    def __getattr__(self, name):
+        return getattr(self._factory(), name)
+
+
+class KleenenetGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KleenenetError as e:
+            click.echo(f"kleenenet: {e}", err=True)
+            sys.exit(1)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+dry_run_option = click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _command(args: tuple[str, ...]) -> list[str]:
+    """The command after an optional `--` separator."""
+    return list(args[1:] if args[:1] == ("--",) else args)
+
+
+def _print_json(data) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+@click.group(cls=KleenenetGroup)
+@click.option("--state-dir", envvar="KLEENENET_STATE_DIR", type=click.Path(file_okay=False),
+              help="State directory [env KLEENENET_STATE_DIR; /var/lib/kleenenet on Linux].")
+@click.option("--platform", type=click.Choice(["linux", "freebsd"]), default=None,
+              help="Platform to plan for (default: this machine's).")
+@click.version_option(package_name="kleenenet")
+@click.pass_context
+def cli(ctx, state_dir, platform):
+    """Container network manager for FreeBSD jails and Linux network namespaces."""
+    ctx.obj = Context(state_dir, platform)
+
+
+# networks
+
+@cli.group()
+def network():
+    """Manage networks."""
+
+
+@network.command("create")
+@click.argument("name")
+@click.option("-t", "--type", "type_", type=click.Choice(NETWORK_TYPES), default="loopback", show_default=True)
+@click.option("--subnet", default="", help="IPv4 subnet, e.g. 10.2.3.0/24.")
+@click.option("--subnet6", default="", help="IPv6 subnet, e.g. fd00:2:3::/64.")
+@click.option("--gw", default=None, help="IPv4 gateway of a bridge network: '<auto>' (default), an address, or ''.")
+@click.option("--gw6", default=None, help="IPv6 gateway of a bridge network: '<auto>' (default), an address, or ''.")
+@click.option("-i", "--interface", default="", help="Interface name (default: first free kleeneN).")
+@click.option("--nat-if", default=HOST_GATEWAY, show_default=True,
+              help="Interface to NAT toward; '<host-gateway>' is the default route's interface.")
+@click.option("--no-nat", is_flag=True, help="Do not NAT the network's traffic.")
+@click.option("--icc/--no-icc", default=True, show_default=True, help="Allow traffic between its containers.")
+@click.option("--internal", is_flag=True, help="No traffic out of the network.")
+@dry_run_option
+@pass_ctx
+def network_create(obj, name, type_, subnet, subnet6, gw, gw6, interface, nat_if, no_nat, icc, internal, dry_run):
+    """Create a network."""
+    net = obj.service(dry_run).create_network(
+        name, type_, subnet=subnet, subnet6=subnet6, interface=interface, gateway=gw, gateway6=gw6,
+        nat="" if no_nat else nat_if, icc=icc, internal=internal)
+    if not dry_run:
+        click.echo(net.id)
+
+
+@network.command("ls")
+@json_option
+@pass_ctx
+def network_ls(obj, as_json):
+    """List networks."""
+    nets = obj.store.networks()
+    if as_json:
+        return _print_json([n.model_dump() for n in nets])
+    _table([[n.id, n.name, n.type, n.subnet or "-", n.subnet6 or "-", n.interface, n.gateway or "-",
+             n.nat or "-"] for n in nets], ["ID", "NAME", "TYPE", "SUBNET", "SUBNET6", "INTERFACE", "GATEWAY", "NAT"])
+
+
+@network.command("inspect")
+@click.argument("network")
+@pass_ctx
+def network_inspect(obj, network):
+    """Show a network and its endpoints as JSON."""
+    _print_json(obj.service().inspect_network(network))
+
+
+@network.command("rm")
+@click.argument("networks", nargs=-1, required=True)
+@dry_run_option
+@pass_ctx
+def network_rm(obj, networks, dry_run):
+    """Remove networks that have no containers."""
+    for n in networks:
+        nid = obj.service(dry_run).remove_network(n)
+        if not dry_run:
+            click.echo(nid)
+
+
+@network.command("prune")
+@dry_run_option
+@pass_ctx
+def network_prune(obj, dry_run):
+    """Remove every network without containers."""
+    for nid in obj.service(dry_run).prune_networks():
+        if not dry_run:
+            click.echo(nid)
+
+
+@network.command("connect")
+@click.argument("network")
+@click.argument("container")
+@click.option("--ip", default=AUTO, help="Static IPv4 address (default: next free).")
+@click.option("--ip6", default=AUTO, help="Static IPv6 address (default: next free).")
+@dry_run_option
+@pass_ctx
+def network_connect(obj, network, container, ip, ip6, dry_run):
+    """Connect a container to a network (also while it runs)."""
+    obj.service(dry_run).connect(container, network, ip, ip6)
+
+
+@network.command("disconnect")
+@click.argument("network")
+@click.argument("container")
+@dry_run_option
+@pass_ctx
+def network_disconnect(obj, network, container, dry_run):
+    """Disconnect a container from a network (also while it runs)."""
+    obj.service(dry_run).disconnect(container, network)
+
+
+# containers
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("-l", "--driver", type=click.Choice(NETWORK_DRIVERS), default=None,
+              help="Network driver (default: ipnet with -n, else host).")
+@click.option("-n", "--network", "networks", multiple=True, help="Network to connect to (repeatable).")
+@click.option("--ip", default=AUTO, help="Static IPv4 address on the network.")
+@click.option("--ip6", default=AUTO, help="Static IPv6 address on the network.")
+@click.option("--name", default=None, help="Container name (default: c + the id's start).")
+@click.option("-d", "--detach", is_flag=True, help="Run in the background; print the id.")
+@click.option("--rm", "remove", is_flag=True, help="Remove the container when its command exits.")
+@dry_run_option
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+def run(obj, driver, networks, ip, ip6, name, detach, remove, dry_run, cmd):
+    """Run CMD in a new container: kleenenet run [OPTIONS] -- CMD [ARGS...]"""
+    code = obj.service(dry_run).run(_command(cmd), name=name, driver=driver, networks=networks, ip=ip, ip6=ip6,
+                                    detach=detach, remove=remove)
+    sys.exit(code)
+
+
+@cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("container")
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+def exec_(obj, container, cmd):
+    """Run CMD inside a running container: kleenenet exec CONTAINER -- CMD [ARGS...]"""
+    obj.service().exec(container, _command(cmd))
+
+
+@cli.command()
+@click.option("-a", "--all", "all_", is_flag=True, help="Also show stopped containers.")
+@json_option
+@pass_ctx
+def ps(obj, all_, as_json):
+    """List containers."""
+    svc = obj.service()
+    shown = [c for c in svc.containers() if all_ or c.running]
+    if as_json:
+        return _print_json([c.model_dump() for c in shown])
+    rows = []
+    for c in shown:
+        nets = [obj.store.network(ep.network_id).name for ep in obj.store.endpoints(container_id=c.id)]
+        rows.append([c.id, c.name, c.network_driver, "running" if c.running else "stopped",
+                     ",".join(nets) or "-", textwrap.shorten(shlex.join(c.cmd), 40)])
+    _table(rows, ["ID", "NAME", "DRIVER", "STATUS", "NETWORKS", "COMMAND"])
+
+
+@cli.command()
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-t", "--time", "timeout", default=10.0, show_default=True, help="Seconds before SIGKILL.")
+@dry_run_option
+@pass_ctx
+def stop(obj, containers, timeout, dry_run):
+    """Stop running containers (SIGTERM, then SIGKILL)."""
+    for c in containers:
+        cid = obj.service(dry_run).stop(c, timeout)
+        if not dry_run:
+            click.echo(cid)
+
+
+@cli.command()
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Stop running containers first.")
+@dry_run_option
+@pass_ctx
+def rm(obj, containers, force, dry_run):
+    """Remove containers and release their addresses."""
+    for c in containers:
+        cid = obj.service(dry_run).remove(c, force)
+        if not dry_run:
+            click.echo(cid)
+
+
+@cli.command()
+@click.argument("container")
+@pass_ctx
+def inspect(obj, container):
+    """Show a container and its endpoints as JSON."""
+    _print_json(obj.service().inspect_container(container))
+
+
+@cli.command()
+@dry_run_option
+@pass_ctx
+def reconcile(obj, dry_run):
+    """Make the host match the state: recreate what is missing, remove kleenenet's leftovers."""
+    obj.service(dry_run).reconcile()
+
+
+def main() -> None:
+    cli(prog_name="kleenenet")

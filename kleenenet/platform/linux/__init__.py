@@ -1,0 +1,285 @@
+"""The Linux platform: network namespaces, veth pairs, Linux bridges, one nftables table.
+
+bridge network   kleeneN is a Linux bridge holding the gateway; one veth per container, the
+                 container end (ethK) moved into the container's namespace.
+loopback network L3-routed: kleeneN is an anchor device without traffic; each container gets a veth whose
+                 host end carries a /32 (/128) route to it and the link-local next hop
+                 169.254.1.1 / fe80::1 that the container's routes point at. No L2 segment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from functools import cached_property
+from pathlib import Path
+
+from kleenenet.errors import InvalidInput
+from kleenenet.model import Container, Endpoint, Network
+from kleenenet.plan import Plan
+from kleenenet.platform.linux import firewall, process
+from kleenenet.platform.linux.firewall import FirewallState
+from kleenenet.platform.linux.namespaces import process_alive
+from kleenenet.platform.linux.netlink import KLEENENET_GROUP, Netlink
+
+NEXT_HOP4 = "169.254.1.1"
+NEXT_HOP6 = "fe80::1"
+INTERFACE_PREFIX = "kleene"
+ENDPOINT_PREFIX = "kv"  # + endpoint id: 14 characters, within IFNAMSIZ
+
+
+def stable_mac(*parts: str) -> str:
+    """A locally administered unicast MAC derived from ids, so it survives re-creation."""
+    digest = hashlib.sha256("/".join(parts).encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def endpoint_ifname(ep: Endpoint) -> str:
+    return ENDPOINT_PREFIX + ep.id
+
+
+def _fw(networks: list[Network], endpoints: list[Endpoint]) -> FirewallState:
+    """The firewall's view of the state: networks, and which host interface is whose."""
+    by_id = {n.id: n for n in networks}
+    members = {ep.epair: by_id[ep.network_id] for ep in endpoints
+               if ep.epair and ep.network_id in by_id and by_id[ep.network_id].type == "loopback"}
+    return FirewallState(networks, members)
+
+
+def _sysctl_path(key: str) -> Path:
+    return Path("/proc/sys") / key.replace(".", "/")
+
+
+class LinuxPlatform:
+    name = "linux"
+    # On Linux the two isolated drivers are the same thing: a network namespace of its own.
+    drivers_with_netns = ("ipnet", "vnet", "disabled")
+
+    @cached_property
+    def nl(self) -> Netlink:
+        return Netlink()
+
+    @cached_property
+    def nft(self) -> firewall.Nft:
+        return firewall.Nft()
+
+    # what is on the host
+
+    def host_networks(self) -> list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+        """Subnets in use on the host (not by kleenenet): a new network must not overlap them."""
+        used = []
+        for ifname, iface in self.nl.addresses():
+            if not iface.is_loopback and not iface.is_link_local:
+                used.append((f"address {iface} on {ifname}", iface.network))
+        for ifname, dst, ours in self.nl.routes():
+            if dst.prefixlen and not ours and not dst.is_link_local and not dst.is_multicast:
+                used.append((f"route {dst} via {ifname}", dst))
+        return used
+
+    def default_route_interface(self) -> str | None:
+        return self.nl.default_route_interface()
+
+    def interface_exists(self, name: str) -> bool:
+        return self.nl.index(name) is not None
+
+    def free_interface_name(self, taken: set[str]) -> str:
+        return self.nl.free_name(INTERFACE_PREFIX, taken)
+
+    def check_network(self, net: Network) -> None:
+        if net.type == "custom":
+            raise InvalidInput("network type 'custom' is not supported on Linux yet: use bridge or loopback")
+
+    # networks
+
+    def plan_create_network(self, net: Network, before: list[Network], after: list[Network],
+                            endpoints: list[Endpoint]) -> Plan:
+        plan = Plan("network-create")
+        plan.extend(self._plan_network_interface(net))
+        plan.extend(self._plan_forwarding(after))
+        plan.extend(self._plan_firewall(_fw(before, endpoints), _fw(after, endpoints)))
+        return plan
+
+    def _plan_network_interface(self, net: Network) -> Plan:
+        plan = Plan("network-interface")
+        name = net.interface
+        if net.type == "bridge":
+            mac = stable_mac(net.id)
+            plan.add(f"ip link add {name} group {KLEENENET_GROUP} address {mac} type bridge",
+                     lambda: self.nl.add_link(name, "bridge", mac), lambda: self.nl.delete_link(name))
+            for gw, subnet in ((net.gateway, net.subnet), (net.gateway6, net.subnet6)):
+                if gw:
+                    prefix = ipaddress.ip_network(subnet).prefixlen
+                    plan.add(f"ip addr add {gw}/{prefix} dev {name}",
+                             lambda gw=gw, prefix=prefix: self.nl.add_address(name, gw, prefix))
+        else:
+            # The anchor of a routed network carries no traffic. It is a bridge without ports
+            # rather than a dummy because not every kernel ships the dummy driver.
+            plan.add(f"ip link add {name} group {KLEENENET_GROUP} type bridge",
+                     lambda: self.nl.add_link(name, "bridge"), lambda: self.nl.delete_link(name))
+        plan.add(f"ip link set {name} up", lambda: self.nl.set_up(name))
+        return plan
+
+    def _plan_forwarding(self, networks: list[Network]) -> Plan:
+        """Turn forwarding on in kleenenet's own namespace when a network needs it, never off."""
+        plan = Plan("forwarding")
+        wanted = []
+        if networks:
+            wanted.append("net.ipv4.ip_forward")
+        if any(n.subnet6 for n in networks):
+            wanted.append("net.ipv6.conf.all.forwarding")
+        for key in wanted:
+            path = _sysctl_path(key)
+            before = path.read_text().strip()
+            if before != "1":
+                plan.add(f"sysctl -w {key}=1", lambda path=path: path.write_text("1"),
+                         lambda path=path, before=before: path.write_text(before))
+        return plan
+
+    def _plan_firewall(self, before: FirewallState, after: FirewallState) -> Plan:
+        plan = Plan("firewall")
+        batch = firewall.render(after)
+        plan.add(f"nft -f - <<EOF\n{batch}EOF", lambda: self.nft.run(batch),
+                 lambda: self.nft.run(firewall.render(before)))
+        return plan
+
+    def plan_remove_network(self, net: Network, before: list[Network], after: list[Network],
+                            endpoints: list[Endpoint]) -> Plan:
+        plan = Plan("network-remove")
+        plan.extend(self._plan_firewall(_fw(before, endpoints), _fw(after, endpoints)))
+        plan.add(f"ip link del {net.interface}", lambda: self.nl.delete_link(net.interface))
+        return plan
+
+    # endpoints
+
+    def container_ifname(self, c: Container, taken: int = 0) -> str:
+        """The next free ethK in a running container; `taken` counts interfaces planned but not made."""
+        cnl = Netlink(f"/proc/{c.pid}/ns/net")
+        try:
+            return cnl.free_name("eth") if not taken else f"eth{taken}"
+        finally:
+            cnl.close()
+
+    def plan_attach(self, net: Network, ep: Endpoint, c: Container, cif: str) -> Plan:
+        """Wire endpoint `ep` into the running container `c` as interface `cif`."""
+        plan = Plan("connect")
+        host = endpoint_ifname(ep)
+        mac = stable_mac(net.id, c.id)
+        ns = {}  # the container's netlink socket, opened when the plan runs
+
+        def cnl() -> Netlink:
+            if "nl" not in ns:
+                ns["nl"] = Netlink(f"/proc/{c.pid}/ns/net")
+            return ns["nl"]
+        plan.cleanups.append(lambda: ns["nl"].close() if "nl" in ns else None)
+
+        plan.add(f"ip link add {host} group {KLEENENET_GROUP} type veth peer name {cif} address {mac} netns {c.name}",
+                 lambda: self.nl.add_veth(host, cif, c.pid, mac),
+                 lambda: self.nl.delete_link(host))  # takes the peer, its addresses and routes along
+        if net.type == "bridge":
+            isolate = "" if net.icc else f"; bridge link set dev {host} isolated on"
+
+            def join_bridge():
+                self.nl.set_up(host, master=net.interface)
+                if not net.icc:  # icc off: ports may talk to the gateway only, not to each other
+                    self.nl.set_isolated(host)
+            plan.add(f"ip link set {host} master {net.interface} up{isolate}", join_bridge)
+        else:
+            if ep.ip_address:
+                plan.add(f"ip addr add {NEXT_HOP4}/32 dev {host}", lambda: self.nl.add_address(host, NEXT_HOP4, 32))
+            if ep.ip_address6:
+                plan.add(f"ip addr add {NEXT_HOP6}/64 dev {host}", lambda: self.nl.add_address(host, NEXT_HOP6, 64))
+            plan.add(f"ip link set {host} up", lambda: self.nl.set_up(host))
+            for addr, plen in ((ep.ip_address, 32), (ep.ip_address6, 128)):
+                if addr:
+                    plan.add(f"ip route add {addr}/{plen} dev {host}",
+                             lambda addr=addr, plen=plen: self.nl.add_route(f"{addr}/{plen}", host))
+        plan.extend(self._plan_container_side(net, ep, c, cif, cnl))
+        if net.type == "loopback":
+            add, delete = firewall.add_members(host, net), firewall.delete_members(host)
+            plan.add(f"nft -f - <<EOF\n{add}EOF", lambda: self.nft.run(add), lambda: self.nft.run(delete))
+        return plan
+
+    def _plan_container_side(self, net: Network, ep: Endpoint, c: Container, cif: str, cnl) -> Plan:
+        plan = Plan("connect")
+        at = f"ip -n {c.name}"
+        for addr, subnet, full in ((ep.ip_address, net.subnet, 32), (ep.ip_address6, net.subnet6, 128)):
+            if addr:
+                plen = ipaddress.ip_network(subnet).prefixlen if net.type == "bridge" else full
+                plan.add(f"{at} addr add {addr}/{plen} dev {cif}",
+                         lambda addr=addr, plen=plen: cnl().add_address(cif, addr, plen))
+        plan.add(f"{at} link set lo up; {at} link set {cif} up",
+                 lambda: (cnl().set_up("lo"), cnl().set_up(cif)))
+        for addr, subnet, gw, hop in ((ep.ip_address, net.subnet, net.gateway, NEXT_HOP4),
+                                      (ep.ip_address6, net.subnet6, net.gateway6, NEXT_HOP6)):
+            if not addr:
+                continue
+            if net.type == "loopback":
+                plan.add(f"{at} route add {subnet} via {hop} dev {cif} onlink",
+                         lambda subnet=subnet, hop=hop: cnl().add_route(subnet, cif, hop))
+                gw = hop
+            if gw:
+                version = ipaddress.ip_address(gw).version
+                plan.add(f"{at} route add default via {gw} dev {cif} (unless it has a default route)",
+                         lambda gw=gw, version=version: None if cnl().has_default_route(version)
+                         else cnl().add_route("0.0.0.0/0" if version == 4 else "::/0", cif, gw))
+        return plan
+
+    def plan_detach(self, net: Network, ep: Endpoint) -> Plan:
+        plan = Plan("disconnect")
+        host = endpoint_ifname(ep)
+        if net.type == "loopback":
+            delete = firewall.delete_members(host)
+            plan.add(f"nft -f - <<EOF\n{delete}EOF", lambda: self.nft.run(delete))
+        plan.add(f"ip link del {host}", lambda: self.nl.delete_link(host))
+        return plan
+
+    def plan_isolated_namespace(self, c: Container) -> Plan:
+        """A container with a namespace and no network (driver `disabled`): only lo, up."""
+        plan = Plan("disabled")
+        plan.add(f"ip -n {c.name} link set lo up", lambda: self._set_lo_up(c))
+        return plan
+
+    def _set_lo_up(self, c: Container) -> None:
+        cnl = Netlink(f"/proc/{c.pid}/ns/net")
+        try:
+            cnl.set_up("lo")
+        finally:
+            cnl.close()
+
+    def replace_firewall(self, networks: list[Network], endpoints: list[Endpoint]) -> None:
+        self.nft.run(firewall.render(_fw(networks, endpoints)))
+
+    # reconcile
+
+    def plan_reconcile(self, networks: list[Network], endpoints: list[Endpoint]) -> Plan:
+        """Recreate missing network interfaces, delete kleenenet interfaces nothing owns,
+        and rewrite the firewall from the state."""
+        plan = Plan("reconcile")
+        links = {link["name"]: link for link in self.nl.links()}
+        wanted = {n.interface for n in networks} | {ep.epair for ep in endpoints}
+        for name, link in sorted(links.items()):
+            if link["group"] == KLEENENET_GROUP and name not in wanted:
+                plan.add(f"ip link del {name}  # leftover", lambda name=name: self.nl.delete_link(name))
+        for net in networks:
+            link = links.get(net.interface)
+            if link is None:
+                plan.extend(self._plan_network_interface(net))
+            elif not link["up"]:
+                plan.add(f"ip link set {net.interface} up", lambda net=net: self.nl.set_up(net.interface))
+        plan.extend(self._plan_forwarding(networks))
+        batch = firewall.render(_fw(networks, endpoints))
+        plan.add(f"nft -f - <<EOF\n{batch}EOF", lambda: self.nft.run(batch))
+        return plan
+
+    def endpoint_exists(self, ep: Endpoint) -> bool:
+        return self.interface_exists(endpoint_ifname(ep))
+
+    endpoint_ifname = staticmethod(endpoint_ifname)
+
+    # containers
+
+    process_alive = staticmethod(process_alive)
+    spawn = staticmethod(process.spawn)
+    wait = staticmethod(process.wait)
+    terminate = staticmethod(process.terminate)
+    exec_in = staticmethod(process.exec_in)

@@ -1,0 +1,255 @@
+"""State: one SQLite database in the state directory. The store is the truth for what should exist.
+
+Every changing operation runs inside `Store.write()` (BEGIN IMMEDIATE): the write lock is held
+while the host is changed, so concurrent kleenenet processes are serialised and a crash leaves the
+store as it was before the operation (SQLite rolls the open transaction back); `reconcile` then
+removes whatever the host kept.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from kleenenet import ipam
+from kleenenet.errors import Conflict, NotFound
+from kleenenet.model import AUTO, Container, Endpoint, Network, new_id
+
+DB_NAME = "kleenenet.db"
+
+# Each entry migrates from schema version i to i+1; PRAGMA user_version holds the version.
+MIGRATIONS = [
+    """
+    CREATE TABLE networks (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        subnet TEXT NOT NULL,
+        subnet6 TEXT NOT NULL,
+        interface TEXT NOT NULL UNIQUE,
+        gateway TEXT NOT NULL,
+        gateway6 TEXT NOT NULL,
+        nat TEXT NOT NULL,
+        icc INTEGER NOT NULL,
+        internal INTEGER NOT NULL
+    );
+    CREATE TABLE containers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        cmd TEXT NOT NULL,
+        network_driver TEXT NOT NULL,
+        created TEXT NOT NULL,
+        running INTEGER NOT NULL,
+        pid INTEGER,
+        pid_start INTEGER,
+        env TEXT NOT NULL,
+        user TEXT NOT NULL,
+        jail_param TEXT NOT NULL
+    );
+    CREATE TABLE endpoints (
+        id TEXT PRIMARY KEY,
+        network_id TEXT NOT NULL REFERENCES networks(id),
+        container_id TEXT NOT NULL REFERENCES containers(id),
+        epair TEXT,
+        ip_address TEXT NOT NULL,
+        ip_address6 TEXT NOT NULL,
+        UNIQUE (network_id, container_id)
+    );
+    CREATE UNIQUE INDEX endpoints_ip4 ON endpoints(network_id, ip_address) WHERE ip_address != '';
+    CREATE UNIQUE INDEX endpoints_ip6 ON endpoints(network_id, ip_address6) WHERE ip_address6 != '';
+    """,
+]
+
+_JSON_FIELDS = ("cmd", "env", "jail_param")
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("KLEENENET_STATE_DIR")
+    if env:
+        return Path(env)
+    return Path("/var/db/kleenenet") if os.uname().sysname == "FreeBSD" else Path("/var/lib/kleenenet")
+
+
+class Store:
+    def __init__(self, state_dir: Path | str):
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.db = sqlite3.connect(self.state_dir / DB_NAME, timeout=60, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._depth = 0
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _migrate(self) -> None:
+        with self.write():
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise RuntimeError(
+                    f"state in {self.state_dir} has schema {version}, newer than this kleenenet knows"
+                )
+            for i in range(version, len(MIGRATIONS)):
+                for statement in MIGRATIONS[i].split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={i + 1}")
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        """One write transaction (nested calls join the outer one)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    # networks
+
+    def networks(self) -> list[Network]:
+        rows = self.db.execute("SELECT * FROM networks ORDER BY name").fetchall()
+        return [Network(**dict(r)) for r in rows]
+
+    def find_network(self, ident: str) -> Network | None:
+        """By name, full id, or unique id prefix (as Kleene does)."""
+        row = self.db.execute("SELECT * FROM networks WHERE name = ? OR id = ?", (ident, ident)).fetchone()
+        if row is None and ident:
+            rows = self.db.execute(
+                "SELECT * FROM networks WHERE substr(id, 1, ?) = ?", (len(ident), ident)
+            ).fetchall()
+            row = rows[0] if len(rows) == 1 else None
+        return Network(**dict(row)) if row else None
+
+    def network(self, ident: str) -> Network:
+        net = self.find_network(ident)
+        if net is None:
+            raise NotFound(f"network not found: {ident!r}")
+        return net
+
+    def add_network(self, net: Network) -> None:
+        d = net.model_dump()
+        cols = ", ".join(d)
+        self.db.execute(f"INSERT INTO networks ({cols}) VALUES ({', '.join('?' * len(d))})", tuple(d.values()))
+
+    def remove_network(self, network_id: str) -> None:
+        self.db.execute("DELETE FROM networks WHERE id = ?", (network_id,))
+
+    def interfaces(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT interface FROM networks")}
+
+    # containers
+
+    @staticmethod
+    def _container(row: sqlite3.Row) -> Container:
+        d = dict(row)
+        for f in _JSON_FIELDS:
+            d[f] = json.loads(d[f])
+        return Container(**d)
+
+    def containers(self) -> list[Container]:
+        rows = self.db.execute("SELECT * FROM containers ORDER BY created, name").fetchall()
+        return [self._container(r) for r in rows]
+
+    def find_container(self, ident: str) -> Container | None:
+        row = self.db.execute("SELECT * FROM containers WHERE name = ? OR id = ?", (ident, ident)).fetchone()
+        if row is None and ident:
+            rows = self.db.execute(
+                "SELECT * FROM containers WHERE substr(id, 1, ?) = ?", (len(ident), ident)
+            ).fetchall()
+            row = rows[0] if len(rows) == 1 else None
+        return self._container(row) if row else None
+
+    def container(self, ident: str) -> Container:
+        c = self.find_container(ident)
+        if c is None:
+            raise NotFound(f"no such container: {ident!r}")
+        return c
+
+    def save_container(self, c: Container) -> None:
+        d = c.model_dump()
+        for f in _JSON_FIELDS:
+            d[f] = json.dumps(d[f])
+        cols = ", ".join(d)
+        self.db.execute(
+            f"INSERT OR REPLACE INTO containers ({cols}) VALUES ({', '.join('?' * len(d))})", tuple(d.values())
+        )
+
+    def remove_container(self, container_id: str) -> None:
+        self.db.execute("DELETE FROM endpoints WHERE container_id = ?", (container_id,))
+        self.db.execute("DELETE FROM containers WHERE id = ?", (container_id,))
+
+    # endpoints
+
+    def endpoints(self, network_id: str | None = None, container_id: str | None = None) -> list[Endpoint]:
+        query, args = "SELECT * FROM endpoints WHERE 1", []
+        if network_id is not None:
+            query += " AND network_id = ?"
+            args.append(network_id)
+        if container_id is not None:
+            query += " AND container_id = ?"
+            args.append(container_id)
+        rows = self.db.execute(query + " ORDER BY rowid", args).fetchall()
+        return [Endpoint(**dict(r)) for r in rows]
+
+    def _used(self, net: Network, column: str, gateway: str) -> set:
+        used = {ipaddress.ip_address(r[0]) for r in self.db.execute(
+            f"SELECT {column} FROM endpoints WHERE network_id = ? AND {column} != ''", (net.id,))}
+        if gateway:
+            used.add(ipaddress.ip_address(gateway))
+        return used
+
+    def allocate_endpoint(self, net: Network, container_id: str, ip: str = AUTO, ip6: str = AUTO) -> Endpoint:
+        """Insert an endpoint with addresses: AUTO = next free (none if the network lacks that
+        family), '' = none, else a static address that must be in the subnet and free."""
+        with self.write():
+            if self.db.execute(
+                "SELECT 1 FROM endpoints WHERE network_id = ? AND container_id = ?", (net.id, container_id)
+            ).fetchone():
+                raise Conflict(f"container is already connected to network {net.name!r}")
+            addrs = []
+            for want, subnet_text, column, gateway, option in (
+                (ip, net.subnet, "ip_address", net.gateway, "--ip"),
+                (ip6, net.subnet6, "ip_address6", net.gateway6, "--ip6"),
+            ):
+                subnet = ipaddress.ip_network(subnet_text) if subnet_text else None
+                if want == "" or (want == AUTO and subnet is None):
+                    addrs.append("")
+                elif want == AUTO:
+                    addrs.append(str(ipam.allocate(subnet, self._used(net, column, gateway))))
+                else:
+                    addrs.append(str(ipam.claim(want, subnet, self._used(net, column, gateway), option)))
+            ep = Endpoint(id=new_id(), network_id=net.id, container_id=container_id,
+                          ip_address=addrs[0], ip_address6=addrs[1])
+            self.db.execute(
+                "INSERT INTO endpoints (id, network_id, container_id, epair, ip_address, ip_address6)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (ep.id, ep.network_id, ep.container_id, ep.epair, ep.ip_address, ep.ip_address6),
+            )
+        return ep
+
+    def set_epair(self, endpoint_id: str, epair: str | None) -> None:
+        self.db.execute("UPDATE endpoints SET epair = ? WHERE id = ?", (epair, endpoint_id))
+
+    def remove_endpoint(self, endpoint_id: str) -> None:
+        self.db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
