@@ -152,6 +152,9 @@ class Service:
             ep = self.store.allocate_endpoint(net, c.id, ip, ip6)
             if c.running:
                 ep = self._wire(net, ep, c, self.platform.container_ifname(c))
+            elif self.dry_run:
+                self.out(f"# {c.name} is not running: reserve {ep.ip_address or ep.ip_address6} "
+                         f"on {net.name}, wire it when it runs")
         return ep
 
     def _wire(self, net: Network, ep: Endpoint, c: Container, cif: str) -> Endpoint:
@@ -219,10 +222,10 @@ class Service:
                 proc = self.platform.spawn(c.cmd, driver != "host", detach, log)
                 c = c.model_copy(update={"running": True, "pid": proc.pid, "pid_start": proc.start})
             try:
+                if driver != "host":
+                    self._apply(self.platform.plan_new_namespace(c))
                 for k, (net, ep) in enumerate(zip(nets, eps)):
                     self._wire(net, ep, c, f"eth{k}")
-                if driver == "disabled":
-                    self._apply(self.platform.plan_isolated_namespace(c))
                 self.store.save_container(c)
             except BaseException:
                 if proc:

@@ -207,8 +207,7 @@ class LinuxPlatform:
                 plen = ipaddress.ip_network(subnet).prefixlen if net.type == "bridge" else full
                 plan.add(f"{at} addr add {addr}/{plen} dev {cif}",
                          lambda addr=addr, plen=plen: cnl().add_address(cif, addr, plen))
-        plan.add(f"{at} link set lo up; {at} link set {cif} up",
-                 lambda: (cnl().set_up("lo"), cnl().set_up(cif)))
+        plan.add(f"{at} link set {cif} up", lambda: cnl().set_up(cif))
         for addr, subnet, gw, hop in ((ep.ip_address, net.subnet, net.gateway, NEXT_HOP4),
                                       (ep.ip_address6, net.subnet6, net.gateway6, NEXT_HOP6)):
             if not addr:
@@ -233,9 +232,9 @@ class LinuxPlatform:
         plan.add(f"ip link del {host}", lambda: self.nl.delete_link(host))
         return plan
 
-    def plan_isolated_namespace(self, c: Container) -> Plan:
-        """A container with a namespace and no network (driver `disabled`): only lo, up."""
-        plan = Plan("disabled")
+    def plan_new_namespace(self, c: Container) -> Plan:
+        """A container's own namespace starts with lo, up (all a `disabled` container gets)."""
+        plan = Plan("namespace")
         plan.add(f"ip -n {c.name} link set lo up", lambda: self._set_lo_up(c))
         return plan
 

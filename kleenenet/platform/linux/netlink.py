@@ -16,7 +16,7 @@ KLEENENET_GROUP = 0x6B6E
 
 IFA_F_NODAD = 0x02  # addresses kleenenet assigns are unique by construction: skip DAD's delay
 RTNH_F_ONLINK = 0x04
-ENOENT, EEXIST, ESRCH, EADDRNOTAVAIL = 2, 17, 3, 99
+ENOENT, EEXIST, ENODEV = 2, 17, 19
 
 
 class Netlink:
@@ -110,7 +110,7 @@ class Netlink:
             try:
                 self.ipr.link("del", index=index)
             except NetlinkError as e:
-                if e.code != ENOENT:  # a veth whose peer's namespace just died is gone already
+                if e.code not in (ENOENT, ENODEV):  # a veth whose peer's namespace died is gone
                     raise
 
     def set_up(self, name: str, master: str | None = None) -> None:

@@ -1,0 +1,230 @@
+"""Connect/disconnect on running containers, dry runs, bad input, failures halfway, reconcile."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.linux.world import KLEENENET, WAN_ADDR, sh
+
+
+def test_connect_and_disconnect_a_running_container(world):
+    world.kn("network", "create", "-t", "bridge", "--subnet", "10.2.3.0/24", "a")
+    world.kn("network", "create", "--subnet", "10.2.4.0/24", "b")
+    ip = world.serve_in_container("srv", "b", 7000)
+    world.kn("run", "-d", "--name", "cli", "-n", "a", "--", "sleep", "60")
+    probe = [sys.executable, "-c",
+             f"import socket; socket.create_connection(('{ip}', 7000), timeout=1)"]
+    assert world.kn("exec", "cli", "--", *probe, check=False).returncode != 0
+    world.kn("network", "connect", "--ip", "10.2.4.9", "b", "cli")
+    assert world.kn("exec", "cli", "--", *probe, check=False).returncode == 0
+    eps = world.kn_json("inspect", "cli")["container_endpoints"]
+    assert [e["ip_address"] for e in eps] == ["10.2.3.2", "10.2.4.9"]
+    world.kn("network", "disconnect", "b", "cli")
+    assert world.kn("exec", "cli", "--", *probe, check=False).returncode != 0
+    assert "eth1" not in world.kn("exec", "cli", "--", "ip", "-br", "link").stdout
+    assert not [link for link in world.links() if link.startswith("kv") and ep_id(eps[1]) in link]
+
+
+def ep_id(ep):
+    return ep["id"]
+
+
+def test_run_returns_the_exit_code_and_rm_cleans_up(world):
+    world.kn("network", "create", "--subnet", "10.2.3.0/24", "n")
+    assert world.kn("run", "-n", "n", "--", "sh", "-c", "exit 7", check=False).returncode == 7
+    assert world.kn("run", "--rm", "-n", "n", "--", "true").returncode == 0
+    names = [c["name"] for c in world.kn_json("ps", "-a", "--json")]
+    assert len(names) == 1  # the --rm one is gone, the other is kept stopped
+    assert world.kn("run", "-n", "n", "--", "no-such-command", check=False).returncode == 127
+
+
+def test_drivers_host_and_disabled(world):
+    host = world.kn("run", "--rm", "-l", "host", "--", "ip", "-br", "link").stdout
+    assert "uplink" in host
+    disabled = world.kn("run", "--rm", "-l", "disabled", "--", "ip", "-br", "link").stdout
+    assert disabled.split() [:2] == ["lo", "UNKNOWN"] and "uplink" not in disabled
+
+
+def test_stop_and_rm_leave_nothing(world):
+    before = world.snapshot()
+    world.kn("network", "create", "--subnet", "10.2.3.0/24", "n")
+    world.kn("run", "-d", "--name", "s", "-n", "n", "--", "sleep", "60")
+    pid = world.container_pids()[0]
+    world.kn("stop", "s")
+    assert not os.path.exists(f"/proc/{pid}/ns") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert not [link for link in world.links() if link.startswith("kv")]
+    world.kn("rm", "s")
+    world.kn("network", "rm", "n")
+    after = world.snapshot()
+    assert after["links"] == before["links"] and after["nft"] == before["nft"] == ""
+
+
+CHANGING = [
+    ["network", "create", "-t", "bridge", "--subnet", "10.2.9.0/24", "--subnet6", "fd00:9::/64", "new"],
+    ["network", "rm", "unused"],
+    ["network", "prune"],
+    ["network", "connect", "n", "idle"],
+    ["network", "disconnect", "n", "s"],
+    ["run", "-n", "n", "--name", "x", "--", "true"],
+    ["stop", "s"],
+    ["rm", "-f", "s"],
+    ["reconcile"],
+]
+
+
+@pytest.mark.parametrize("args", CHANGING, ids=lambda a: " ".join(a[:2]))
+def test_dry_run_changes_nothing(world, args):
+    world.kn("network", "create", "--subnet", "10.2.3.0/24", "n")
+    world.kn("network", "create", "--subnet", "10.2.5.0/24", "unused")
+    world.kn("run", "-d", "--name", "s", "-n", "n", "--", "sleep", "60")
+    world.kn("run", "-l", "ipnet", "--name", "idle", "--", "true")
+    before = world.snapshot()
+    out = world.kn("run", "--dry-run", *args[1:]) if args[0] == "run" else world.kn(*args, "--dry-run")
+    assert world.snapshot() == before
+    if args[:2] in (["network", "create"], ["network", "connect"], ["network", "rm"], ["run", "-n"]):
+        assert out.stdout.strip(), "a dry run prints its plan"
+
+
+BAD = [
+    (["network", "create", "--subnet", "10.2.3.0/24", "a;b"], "invalid network name 'a;b'"),
+    (["network", "create", "--subnet", "10.2.3.0/24", "a b"], "invalid network name 'a b'"),
+    (["network", "create", "--subnet", "10.2.3.0/24", "x" * 65], "invalid network name"),
+    (["network", "create", "--subnet", "10.2.3.1/24", "n2"], "host bits are set (did you mean 10.2.3.0/24?)"),
+    (["network", "create", "--subnet", "10.2.3.0/33", "n2"], "invalid --subnet '10.2.3.0/33'"),
+    (["network", "create", "--subnet", "fd00::/64", "n2"], "not an IPv4 subnet"),
+    (["network", "create", "n2"], "needs a --subnet or a --subnet6"),
+    (["network", "create", "--subnet", "10.2.0.0/16", "n2"], "overlaps network 'n' (10.2.3.0/24)"),
+    (["network", "create", "--subnet", "192.0.2.128/25", "n2"], "overlaps address 192.0.2.2/24 on uplink"),
+    (["network", "create", "--subnet", "10.7.0.0/24", "n"], "network name 'n' is already in use"),
+    (["network", "create", "--subnet", "10.7.0.0/24", "-i", "uplink", "n2"], "interface 'uplink' already exists"),
+    (["network", "create", "--subnet", "10.7.0.0/24", "-i", "averyveryverylongname", "n2"], "invalid interface name"),
+    (["network", "create", "--subnet", "10.7.0.0/24", "--gw", "10.7.1.1", "-t", "bridge", "n2"], "not in subnet 10.7.0.0/24"),
+    (["network", "create", "--subnet", "10.7.0.0/24", "--gw", "10.7.0.1", "n2"], "loopback networks have no gateway"),
+    (["network", "create", "--subnet", "10.7.0.0/24", "--nat-if", "bad if", "n2"], "invalid interface name 'bad if'"),
+    (["network", "connect", "--ip", "10.2.4.1", "n", "idle"], "not in subnet 10.2.3.0/24"),
+    (["network", "connect", "--ip", "10.2.3.255", "n", "idle"], "broadcast address"),
+    (["network", "connect", "--ip", "10.2.3.1", "n", "idle"], "address 10.2.3.1 is already in use"),
+    (["network", "connect", "--ip", "nonsense", "n", "idle"], "invalid --ip 'nonsense'"),
+    (["network", "connect", "nope", "idle"], "network not found: 'nope'"),
+    (["network", "connect", "n", "nope"], "no such container: 'nope'"),
+    (["network", "connect", "n", "s"], "already connected to network 'n'"),
+    (["network", "disconnect", "n", "idle"], "not connected to network 'n'"),
+    (["network", "rm", "n"], "has connected containers (s)"),
+    (["run", "-n", "nope", "--", "true"], "network not found: 'nope'"),
+    (["run", "-l", "host", "-n", "n", "--", "true"], "driver 'host' takes no networks"),
+    (["run", "--name", "s", "-n", "n", "--", "true"], "container name 's' is already in use"),
+    (["run", "--name", "a;b", "--", "true"], "invalid container name 'a;b'"),
+    (["run", "-n", "n"], "no command given"),
+    (["rm", "s"], "is running: stop it first"),
+    (["exec", "idle", "--", "true"], "container 'idle' is not running"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_refused_and_changes_nothing(world, args, message):
+    world.kn("network", "create", "--subnet", "10.2.3.0/24", "n")
+    world.kn("run", "-d", "--name", "s", "-n", "n", "--", "sleep", "60")
+    world.kn("run", "-l", "ipnet", "--name", "idle", "--", "true")
+    before = world.snapshot()
+    r = world.kn(*args, check=False)
+    assert r.returncode != 0
+    assert message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert world.snapshot() == before
+
+
+def _connect_steps(world) -> int:
+    out = world.kn("network", "connect", "--dry-run", "n", "idle2").stdout
+    return len([line for line in out.splitlines() if not line.startswith(("\t", "EOF", "add element"))])
+
+
+@pytest.mark.parametrize("type_", ["bridge", "loopback"])
+def test_failure_at_each_step_of_connect_leaves_nothing(world, type_):
+    world.kn("network", "create", "-t", type_, "--subnet", "10.2.3.0/24", "--subnet6", "fd00:3::/64", "n")
+    world.kn("run", "-d", "-l", "ipnet", "--name", "idle2", "--", "sleep", "60")
+    before = world.snapshot()
+    inside_before = world.kn("exec", "idle2", "--", "ip", "addr").stdout
+    steps = _connect_steps(world)
+    assert steps >= 5
+    for k in range(1, steps + 1):
+        r = world.kn("network", "connect", "n", "idle2", check=False,
+                     env={"KLEENENET_FAILPOINT": f"connect:{k}"})
+        assert r.returncode == 1 and f"failpoint connect:{k}" in r.stderr
+        assert world.snapshot() == before, f"step {k}"
+        assert world.kn("exec", "idle2", "--", "ip", "addr").stdout == inside_before
+    world.kn("network", "connect", "n", "idle2")  # and without a failure it works
+    assert "10.2.3." in world.kn("exec", "idle2", "--", "ip", "addr").stdout
+
+
+def test_failure_of_the_firewall_step_rolls_back_network_create(world):
+    world.kn("network", "create", "--subnet", "10.2.3.0/24", "n")
+    before = world.snapshot()
+    steps = len(world.kn("network", "create", "--dry-run", "-t", "bridge", "--subnet", "10.2.4.0/24", "m")
+                .stdout.split("nft -f -")[0].splitlines()) + 1
+    for k in range(1, steps + 1):
+        r = world.kn("network", "create", "-t", "bridge", "--subnet", "10.2.4.0/24", "m", check=False,
+                     env={"KLEENENET_FAILPOINT": f"network-create:{k}"})
+        assert r.returncode == 1
+        assert world.snapshot() == before, f"step {k}"
+
+
+def test_nft_table_removed_behind_our_back_fails_cleanly(world):
+    world.kn("network", "create", "--subnet", "10.2.3.0/24", "n")
+    world.kn("run", "-d", "-l", "ipnet", "--name", "idle", "--", "sleep", "60")
+    sh(*world.in_host("nft", "delete", "table", "inet", "kleenenet"))
+    before = world.snapshot()
+    r = world.kn("network", "connect", "n", "idle", check=False)
+    assert r.returncode == 1 and r.stderr.startswith("kleenenet: nft")
+    assert world.snapshot() == before
+    world.kn("reconcile")
+    world.kn("network", "connect", "n", "idle")
+    assert "kleenenet" in world.nft()
+
+
+def test_reconcile_after_kleenenet_is_killed_mid_connect(world):
+    world.kn("network", "create", "--subnet", "10.2.3.0/24", "n")
+    world.kn("run", "-d", "-l", "ipnet", "--name", "idle", "--", "sleep", "60")
+    before = world.snapshot()
+    # stop just before the firewall step: the veth exists, the transaction is open
+    proc = subprocess.Popen(world.in_host(*KLEENENET, "network", "connect", "n", "idle"),
+                            env={**world.env, "KLEENENET_FAILPOINT": "connect:7:stop"})
+    deadline = time.monotonic() + 10
+    while open(f"/proc/{proc.pid}/stat").read().split()[2] != "T":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    leaked = [link for link in world.links() if link.startswith("kv")]
+    assert leaked, "the killed connect left its veth behind"
+    world.kn("reconcile")
+    assert world.snapshot() == before
+    world.kn("network", "connect", "n", "idle")
+
+
+def test_reconcile_rebuilds_after_reboot(world):
+    world.serve(["ip", "netns", "exec", world.wan], 8000)
+    world.kn("network", "create", "-t", "bridge", "--subnet", "10.2.3.0/24", "b")
+    world.kn("network", "create", "--subnet", "10.2.4.0/24", "l")
+    world.kn("run", "-d", "--name", "s", "-n", "l", "--", "sleep", "60")
+    intact = world.snapshot()
+    # a "reboot": containers die, interfaces and the firewall are gone
+    for pid in world.container_pids():
+        os.kill(pid, signal.SIGKILL)
+    for link in world.links():
+        if link.startswith(("kleene", "kv")):
+            sh(*world.in_host("ip", "link", "del", link), check=False)
+    sh(*world.in_host("nft", "delete", "table", "inet", "kleenenet"))
+    sh(*world.in_host("ip", "link", "add", "kv0123456789ab", "group", "27502", "type", "bridge"))  # a leftover
+    world.kn("reconcile")
+    rebuilt = world.snapshot()
+    assert [l for l in rebuilt["links"] if l.startswith("kleene")] == [l for l in intact["links"] if l.startswith("kleene")]
+    assert "kv0123456789ab" not in world.links()
+    assert world.kn_json("ps", "-a", "--json")[0]["running"] is False
+    assert world.connect_from("b", WAN_ADDR, 8000) is not None
+    assert world.connect_from("l", WAN_ADDR, 8000) is not None
+    world.kn("reconcile")  # idempotent
+    assert world.snapshot()["nft"] == world.nft() and world.snapshot()["links"] == world.links()

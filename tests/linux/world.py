@@ -1,0 +1,152 @@
+"""A throwaway world for Linux integration tests: a "host" network namespace in which kleenenet
+runs, and a "wan" namespace behind it standing in for the internet (TEST-NET-1 addresses).
+Nothing here touches the machine's own namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WAN_ADDR = "192.0.2.1"  # the fake upstream's address
+UPLINK_ADDR = "192.0.2.2"  # the host's address toward it
+KLEENENET = [sys.executable, "-m", "kleenenet"]
+
+
+def sh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=check, capture_output=True, text=True, **kw)
+
+
+class World:
+    def __init__(self, tmp: Path):
+        tag = secrets.token_hex(3)
+        self.host, self.wan = f"kn-h-{tag}", f"kn-w-{tag}"
+        self.state_dir = tmp / "state"
+        self.env = {**os.environ, "KLEENENET_STATE_DIR": str(self.state_dir)}
+        self.servers: list[subprocess.Popen] = []
+        sh("ip", "netns", "add", self.host)
+        sh("ip", "netns", "add", self.wan)
+        sh("ip", "-n", self.host, "link", "add", "uplink", "type", "veth", "peer", "name", "wan0", "netns", self.wan)
+        for ns, dev, addr in ((self.host, "uplink", UPLINK_ADDR), (self.wan, "wan0", WAN_ADDR)):
+            sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", self.host, "route", "add", "default", "via", WAN_ADDR)
+
+    def in_host(self, *args: str) -> list[str]:
+        # nsenter keeps the mount namespace (ip netns exec would make a private one per call)
+        return ["nsenter", f"--net=/run/netns/{self.host}", *args]
+
+    def kn(self, *args: str, check: bool = True, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run the kleenenet CLI inside the host namespace."""
+        r = subprocess.run(self.in_host(*KLEENENET, *args), capture_output=True, text=True,
+                           env={**self.env, **(env or {})}, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"kleenenet {' '.join(args)} exited {r.returncode}: {r.stderr}")
+        return r
+
+    def kn_json(self, *args: str):
+        return json.loads(self.kn(*args).stdout)
+
+    def ip_of(self, container: str, version: int = 4) -> str:
+        ep = self.kn_json("inspect", container)["container_endpoints"][0]
+        return ep["ip_address" if version == 4 else "ip_address6"]
+
+    # packets
+
+    def serve(self, where: list[str], port: int, bind: str = "0.0.0.0") -> None:
+        """A TCP server that answers each connection with the peer's address."""
+        code = ("import socket,sys\n"
+                f"s=socket.socket(socket.AF_INET6 if ':' in {bind!r} else socket.AF_INET)\n"
+                "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+                f"s.bind(({bind!r},{port})); s.listen(); print('ready',flush=True)\n"
+                "while True:\n c,a=s.accept(); c.sendall(a[0].encode()); c.close()\n")
+        p = subprocess.Popen([*where, sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        self.servers.append(p)
+
+    def serve_in_container(self, name: str, network: str, port: int, *opts: str) -> str:
+        code = ("import socket\n"
+                "s=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+                f"s.bind(('::',{port})); s.listen()\n"
+                "while True:\n c,a=s.accept(); c.sendall(a[0].removeprefix('::ffff:').encode()); c.close()\n")
+        self.kn("run", "-d", "--name", name, "-n", network, *opts, "--", sys.executable, "-c", code)
+        ip = self.ip_of(name)
+        deadline = time.monotonic() + 5  # wait until it listens
+        while time.monotonic() < deadline:
+            if self.kn("exec", name, "--", "ss", "-Htln", check=False).stdout.strip():
+                return ip
+            time.sleep(0.05)
+        raise AssertionError(f"server in {name} did not start")
+
+    def connect_from(self, network: str, addr: str, port: int, timeout: float = 1.0, *opts: str) -> str | None:
+        """Connect from a fresh container on `network`; what the server saw, or None if it failed."""
+        code = ("import socket,sys\n"
+                f"try: s=socket.create_connection(({addr!r},{port}),timeout={timeout})\n"
+                "except OSError as e: print('FAIL',e); sys.exit(3)\n"
+                "print(s.recv(100).decode())\n")
+        r = self.kn("run", "--rm", "-n", network, *opts, "--", sys.executable, "-c", code, check=False)
+        if r.returncode == 3:
+            return None
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    # what is on the host
+
+    def snapshot(self) -> dict:
+        """Everything kleenenet could change in the host namespace, plus its state."""
+        def run(*args):
+            return sh(*self.in_host(*args)).stdout
+        nft = sh(*self.in_host("nft", "list", "ruleset")).stdout
+        return {
+            "links": self.links(),
+            # Carrier state and IPv6 link-local autoconfiguration follow from ports coming and
+            # going (the kernel's doing, not kleenenet's), so they are left out.
+            "addrs": [[a for a in line.split()[2:] if not a.startswith("fe80:")] + line.split()[:1]
+                      for line in run("ip", "-br", "addr").splitlines()],
+            "routes": [r.replace(" linkdown", "") for r in (run("ip", "route") + run("ip", "-6", "route")).splitlines()
+                       if not r.startswith(("fe80:", "multicast"))],
+            "nft": nft,
+            "forwarding": run("sysctl", "-n", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"),
+            "store": self.store_dump(),
+        }
+
+    def store_dump(self) -> dict:
+        if not (self.state_dir / "kleenenet.db").exists():
+            return {}
+        return {
+            "networks": self.kn_json("network", "ls", "--json"),
+            "containers": [c | {"running": None} for c in self.kn_json("ps", "-a", "--json")],
+        }
+
+    def links(self) -> list[str]:
+        out = sh(*self.in_host("ip", "-br", "link")).stdout
+        return [line.split()[0].split("@")[0] for line in out.splitlines()]
+
+    def nft(self) -> str:
+        return sh(*self.in_host("nft", "list", "ruleset")).stdout
+
+    def container_pids(self) -> list[int]:
+        import sqlite3
+        db = self.state_dir / "kleenenet.db"
+        if not db.exists():
+            return []
+        with sqlite3.connect(db) as conn:
+            return [r[0] for r in conn.execute("SELECT pid FROM containers WHERE pid IS NOT NULL")]
+
+    def destroy(self) -> None:
+        for p in self.servers:
+            p.kill()
+            p.wait()
+        for pid in self.container_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for ns in (self.host, self.wan):
+            sh("ip", "netns", "del", ns, check=False)
