@@ -92,7 +92,7 @@ def allocate(subnet: IPNetwork, used: Collection[IPAddress]) -> IPAddress:
         candidate += 1
     if candidate > end:
         raise Conflict(f"subnet {subnet} is exhausted: all {end - start + 1} host addresses are in use")
-    return ipaddress.ip_address(candidate)
+    return type(subnet.network_address)(candidate)  # ip_address(int) would guess the family
 
 
 def claim(addr_text: str, subnet: IPNetwork | None, used: Collection[IPAddress], option: str) -> IPAddress:

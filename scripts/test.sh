@@ -1,0 +1,7 @@
+#!/bin/sh
+# Runs the whole test suite (unit + Linux integration). Needs root: the integration tests build
+# throwaway network namespaces and never touch the machine's own.
+set -eu
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+exec .venv/bin/python -m pytest -q "$@"

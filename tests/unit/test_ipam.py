@@ -1,0 +1,109 @@
+import ipaddress
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kleenenet import ipam
+from kleenenet.errors import Conflict, InvalidInput
+
+net = ipaddress.ip_network
+addr = ipaddress.ip_address
+
+
+@pytest.mark.parametrize("text,version,message", [
+    ("10.2.3.1/24", 4, "host bits are set (did you mean 10.2.3.0/24?)"),
+    ("10.2.3.0", 4, "give a prefix length"),
+    ("10.2.3.0/31", 4, "too small"),
+    ("fd00::/127", 6, "too small"),
+    ("banana", 4, "invalid --subnet 'banana'"),
+    ("fd00::/64", 4, "not an IPv4 subnet"),
+    ("10.0.0.0/8", 6, "invalid --subnet6 '10.0.0.0/8': not an IPv6 subnet"),
+])
+def test_bad_subnets(text, version, message):
+    with pytest.raises(InvalidInput) as e:
+        ipam.parse_subnet(text, version)
+    assert message in str(e.value)
+
+
+def test_empty_subnet_means_none():
+    assert ipam.parse_subnet("", 4) is None
+    assert ipam.parse_subnet("10.2.3.0/24", 4) == net("10.2.3.0/24")
+
+
+def test_first_address_and_gateway():
+    subnet = net("10.2.3.0/24")
+    assert ipam.allocate(subnet, set()) == addr("10.2.3.1")  # loopback: no gateway
+    gw = ipam.resolve_gateway("<auto>", subnet, "--gw")
+    assert gw == addr("10.2.3.1")
+    assert ipam.allocate(subnet, {gw}) == addr("10.2.3.2")  # bridge: .1 is the gateway
+
+
+def test_gateway_rules():
+    subnet = net("10.2.3.0/24")
+    assert ipam.resolve_gateway("", subnet, "--gw") is None
+    assert ipam.resolve_gateway("10.2.3.254", subnet, "--gw") == addr("10.2.3.254")
+    for bad, message in (("10.2.4.1", "not in subnet"), ("10.2.3.255", "broadcast"),
+                         ("10.2.3.0", "network address"), ("x", "not an IP address")):
+        with pytest.raises(InvalidInput, match=message):
+            ipam.resolve_gateway(bad, subnet, "--gw")
+    with pytest.raises(InvalidInput, match="no subnet of that family"):
+        ipam.resolve_gateway("<auto>", None, "--gw6")
+
+
+def test_exhaustion_is_a_clear_error():
+    subnet = net("10.2.3.0/30")
+    used = {addr("10.2.3.1"), addr("10.2.3.2")}
+    with pytest.raises(Conflict, match="subnet 10.2.3.0/30 is exhausted: all 2 host addresses are in use"):
+        ipam.allocate(subnet, used)
+
+
+def test_ipv6_skips_only_the_subnet_router_anycast():
+    subnet = net("fd00::/126")
+    got = []
+    for _ in range(3):
+        got.append(ipam.allocate(subnet, set(got)))
+    assert got == [addr("fd00::1"), addr("fd00::2"), addr("fd00::3")]
+    with pytest.raises(Conflict):
+        ipam.allocate(subnet, set(got))
+
+
+def test_static_addresses():
+    subnet = net("10.2.3.0/24")
+    assert ipam.claim("10.2.3.9", subnet, set(), "--ip") == addr("10.2.3.9")
+    with pytest.raises(Conflict, match="10.2.3.9 is already in use"):
+        ipam.claim("10.2.3.9", subnet, {addr("10.2.3.9")}, "--ip")
+    with pytest.raises(InvalidInput, match="not in subnet"):
+        ipam.claim("fd00::1", subnet, set(), "--ip")
+
+
+def test_overlap_names_the_culprit():
+    existing = [("network 'a'", net("10.2.0.0/16")), ("route fd00::/8 via eth0", net("fd00::/8"))]
+    assert ipam.find_overlap(net("10.2.3.0/24"), existing) == "network 'a' (10.2.0.0/16)"
+    assert ipam.find_overlap(net("10.3.0.0/24"), existing) is None
+    assert ipam.find_overlap(net("fd00:1::/64"), existing) == "route fd00::/8 via eth0 (fd00::/8)"
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=st.integers(min_value=24, max_value=30), base=st.integers(min_value=0, max_value=2**32 - 1),
+       data=st.data())
+def test_allocation_properties_ipv4(prefix, base, data):
+    subnet = ipaddress.ip_network((base, prefix), strict=False)
+    hosts = list(subnet.hosts())
+    used = set(data.draw(st.lists(st.sampled_from(hosts), max_size=len(hosts) - 1)))
+    got = ipam.allocate(subnet, used)
+    assert got in subnet and got not in used
+    assert got not in (subnet.network_address, subnet.broadcast_address)
+    assert got == min(set(hosts) - used)  # lowest free
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=st.integers(min_value=64, max_value=126), base=st.integers(min_value=0, max_value=2**128 - 1),
+       n=st.integers(min_value=0, max_value=50))
+def test_allocation_properties_ipv6(prefix, base, n):
+    subnet = ipaddress.ip_network((base, prefix), strict=False)
+    used = set()
+    for _ in range(min(n, subnet.num_addresses - 1)):
+        got = ipam.allocate(subnet, used)
+        assert got in subnet and got != subnet.network_address and got not in used
+        used.add(got)
