@@ -22,6 +22,9 @@ ENOENT, EEXIST, ENODEV = 2, 17, 19
 class Netlink:
     def __init__(self, ns_path: str | None = None):
         self.ipr = IPRoute(use_socket=netlink_socket(ns_path)) if ns_path else IPRoute()
+        # A container's socket lives for one plan and only kleenenet changes its interfaces, so
+        # name -> index can be remembered; on the host another process may recreate an interface.
+        self._indexes: dict[str, int] | None = {} if ns_path else None
 
     def close(self) -> None:
         self.ipr.close()
@@ -29,7 +32,11 @@ class Netlink:
     # queries
 
     def index(self, name: str) -> int | None:
+        if self._indexes is not None and name in self._indexes:
+            return self._indexes[name]
         found = self.ipr.link_lookup(ifname=name)
+        if found and self._indexes is not None:
+            self._indexes[name] = found[0]
         return found[0] if found else None
 
     def links(self) -> list[dict]:
@@ -75,7 +82,7 @@ class Netlink:
         return None
 
     def has_default_route(self, version: int) -> bool:
-        return any(dst.prefixlen == 0 and dst.version == version for _, dst, _ in self.routes())
+        return any(r["dst_len"] == 0 for r in self.ipr.get_routes(family=2 if version == 4 else 10, table=254))
 
     def free_name(self, prefix: str, taken: set[str] = frozenset()) -> str:
         present = {link["name"] for link in self.links()} | set(taken)
@@ -106,6 +113,8 @@ class Netlink:
 
     def delete_link(self, name: str) -> None:
         index = self.index(name)
+        if self._indexes is not None:
+            self._indexes.pop(name, None)
         if index is not None:
             try:
                 self.ipr.link("del", index=index)
