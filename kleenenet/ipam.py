@@ -1,13 +1,16 @@
 """Address management: pure functions over ipaddress objects, no I/O.
 
-Rules: never the network address, never the IPv4 broadcast address, never a gateway;
-auto allocation takes the lowest free host address.
+Rules: never the network address, never the IPv4 broadcast address, never a gateway.
+Automatic addresses are handed out in a ring, as CNI's host-local does: the next free address
+after the last one handed out, wrapping around at the end of the subnet. A freed address thus
+stays unused for as long as possible (no stale ARP or conntrack entries pointing at a new
+container), and finding the next one costs a few lookups however full the subnet is.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from kleenenet.errors import Conflict, InvalidInput
@@ -80,27 +83,29 @@ def first_host(subnet: IPNetwork) -> IPAddress:
     return subnet.network_address + 1
 
 
-def allocate(subnet: IPNetwork, used: Collection[IPAddress]) -> IPAddress:
-    """The lowest host address of the subnet not in `used` (which includes the gateway)."""
-    taken = {int(a) for a in used}
-    start = int(subnet.network_address) + 1
-    end = int(subnet.broadcast_address) - (1 if subnet.version == 4 else 0)
-    candidate = start
-    # Addresses are handed out lowest first, so the used set is mostly a prefix of the range:
-    # walking past it is O(len(used)).
-    while candidate in taken:
-        candidate += 1
-    if candidate > end:
-        raise Conflict(f"subnet {subnet} is exhausted: all {end - start + 1} host addresses are in use")
-    return type(subnet.network_address)(candidate)  # ip_address(int) would guess the family
+def next_free(subnet: IPNetwork, after: IPAddress | None, is_taken: Callable[[IPAddress], bool],
+              in_use: int) -> IPAddress:
+    """The first host address after `after` (wrapping around) for which is_taken() is false.
+    `in_use` counts the taken host addresses (gateway included), to refuse a full subnet at once."""
+    first = int(subnet.network_address) + 1
+    capacity = int(subnet.broadcast_address) - (1 if subnet.version == 4 else 0) - first + 1
+    if in_use >= capacity:
+        raise Conflict(f"subnet {subnet} is exhausted: all {capacity} host addresses are in use")
+    start = int(after) + 1 - first if after is not None and after in subnet else 0
+    for i in range(capacity):
+        candidate = type(subnet.network_address)(first + (start + i) % capacity)  # ip_address(int) guesses the family
+        if not is_taken(candidate):
+            return candidate
+    raise Conflict(f"subnet {subnet} is exhausted: all {capacity} host addresses are in use")
 
 
-def claim(addr_text: str, subnet: IPNetwork | None, used: Collection[IPAddress], option: str) -> IPAddress:
+def claim(addr_text: str, subnet: IPNetwork | None, is_taken: Callable[[IPAddress], bool],
+          option: str) -> IPAddress:
     """A static address: it must lie in the subnet and be free."""
     if subnet is None:
         raise InvalidInput(f"invalid {option} {addr_text!r}: the network has no subnet of that family")
     addr = check_host_address(parse_address(addr_text, option), subnet, option)
-    if addr in used:
+    if is_taken(addr):
         raise Conflict(f"address {addr} is already in use on subnet {subnet}")
     return addr
 

@@ -47,6 +47,18 @@ class Plan:
     def __bool__(self) -> bool:
         return bool(self.steps)
 
+    def dry_run(self, out: Callable[[str], None]) -> None:
+        """Print what the plan would do."""
+        try:
+            for line in self.lines():
+                out(line)
+        finally:
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        for cleanup in self.cleanups:
+            cleanup()
+
     def execute(self) -> None:
         done: list[Step] = []
         failpoint = _failpoint(self.name)
@@ -68,8 +80,7 @@ class Plan:
             rollback(done)
             raise
         finally:
-            for cleanup in self.cleanups:
-                cleanup()
+            self._cleanup()
 
 
 def rollback(done: list[Step]) -> None:

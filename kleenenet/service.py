@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from kleenenet import ipam
-from kleenenet.errors import Conflict, HostError, InvalidInput, KleenenetError
+from kleenenet.errors import Conflict, InvalidInput, KleenenetError
 from kleenenet.model import (
     AUTO,
     HOST_GATEWAY,
@@ -55,8 +55,7 @@ class Service:
 
     def _apply(self, plan: Plan) -> None:
         if self.dry_run:
-            for line in plan.lines():
-                self.out(line)
+            plan.dry_run(self.out)
         else:
             plan.execute()
 
@@ -120,7 +119,7 @@ class Service:
 
     def inspect_network(self, ident: str) -> dict:
         net = self.store.network(ident)
-        return {"network": net.model_dump(exclude={"created"}),
+        return {"network": net.model_dump(),
                 "network_endpoints": [ep.model_dump() for ep in self.store.endpoints(network_id=net.id)]}
 
     def remove_network(self, ident: str) -> str:
@@ -151,13 +150,13 @@ class Service:
             net = self.store.network(network)
             ep = self.store.allocate_endpoint(net, c.id, ip, ip6)
             if c.running:
-                ep = self._wire(net, ep, c, self.platform.container_ifname(c))
+                ep = self._wire(net, ep, c)
             elif self.dry_run:
                 self.out(f"# {c.name} is not running: reserve {ep.ip_address or ep.ip_address6} "
                          f"on {net.name}, wire it when it runs")
         return ep
 
-    def _wire(self, net: Network, ep: Endpoint, c: Container, cif: str) -> Endpoint:
+    def _wire(self, net: Network, ep: Endpoint, c: Container, cif: str | None = None) -> Endpoint:
         self._apply(self.platform.plan_attach(net, ep, c, cif))
         epair = self.platform.endpoint_ifname(ep)
         self.store.set_epair(ep.id, epair)
@@ -312,4 +311,4 @@ class Service:
             for c in self.store.containers():
                 for ep in self.store.endpoints(container_id=c.id) if c.running else ():
                     if not ep.epair:
-                        self._wire(self.store.network(ep.network_id), ep, c, self.platform.container_ifname(c))
+                        self._wire(self.store.network(ep.network_id), ep, c)

@@ -36,7 +36,9 @@ MIGRATIONS = [
         gateway6 TEXT NOT NULL,
         nat TEXT NOT NULL,
         icc INTEGER NOT NULL,
-        internal INTEGER NOT NULL
+        internal INTEGER NOT NULL,
+        last_ip TEXT NOT NULL DEFAULT '',   -- the last addresses handed out automatically:
+        last_ip6 TEXT NOT NULL DEFAULT ''   -- the next search starts after them
     );
     CREATE TABLE containers (
         id TEXT PRIMARY KEY,
@@ -212,33 +214,44 @@ class Store:
         rows = self.db.execute(query + " ORDER BY rowid", args).fetchall()
         return [Endpoint(**dict(r)) for r in rows]
 
-    def _used(self, net: Network, column: str, gateway: str) -> set:
-        used = {ipaddress.ip_address(r[0]) for r in self.db.execute(
-            f"SELECT {column} FROM endpoints WHERE network_id = ? AND {column} != ''", (net.id,))}
-        if gateway:
-            used.add(ipaddress.ip_address(gateway))
-        return used
+    def _is_taken(self, net: Network, column: str, gateway: str):
+        gw = ipaddress.ip_address(gateway) if gateway else None
+
+        def is_taken(addr) -> bool:
+            return addr == gw or self.db.execute(
+                f"SELECT 1 FROM endpoints WHERE network_id = ? AND {column} = ?", (net.id, str(addr))
+            ).fetchone() is not None
+        return is_taken
+
+    def _next_address(self, net: Network, subnet, column: str, cursor: str, gateway: str):
+        last = self.db.execute(f"SELECT {cursor} FROM networks WHERE id = ?", (net.id,)).fetchone()[0]
+        in_use = self.db.execute(
+            f"SELECT COUNT(*) FROM endpoints WHERE network_id = ? AND {column} != ''", (net.id,)).fetchone()[0]
+        addr = ipam.next_free(subnet, ipaddress.ip_address(last) if last else None,
+                              self._is_taken(net, column, gateway), in_use + bool(gateway))
+        self.db.execute(f"UPDATE networks SET {cursor} = ? WHERE id = ?", (str(addr), net.id))
+        return addr
 
     def allocate_endpoint(self, net: Network, container_id: str, ip: str = AUTO, ip6: str = AUTO) -> Endpoint:
-        """Insert an endpoint with addresses: AUTO = next free (none if the network lacks that
-        family), '' = none, else a static address that must be in the subnet and free."""
+        """Insert an endpoint with addresses: AUTO = the next free one (none if the network lacks
+        that family), '' = none, else a static address that must be in the subnet and free."""
         with self.write():
             if self.db.execute(
                 "SELECT 1 FROM endpoints WHERE network_id = ? AND container_id = ?", (net.id, container_id)
             ).fetchone():
                 raise Conflict(f"container is already connected to network {net.name!r}")
             addrs = []
-            for want, subnet_text, column, gateway, option in (
-                (ip, net.subnet, "ip_address", net.gateway, "--ip"),
-                (ip6, net.subnet6, "ip_address6", net.gateway6, "--ip6"),
+            for want, subnet_text, column, cursor, gateway, option in (
+                (ip, net.subnet, "ip_address", "last_ip", net.gateway, "--ip"),
+                (ip6, net.subnet6, "ip_address6", "last_ip6", net.gateway6, "--ip6"),
             ):
                 subnet = ipaddress.ip_network(subnet_text) if subnet_text else None
                 if want == "" or (want == AUTO and subnet is None):
                     addrs.append("")
                 elif want == AUTO:
-                    addrs.append(str(ipam.allocate(subnet, self._used(net, column, gateway))))
+                    addrs.append(str(self._next_address(net, subnet, column, cursor, gateway)))
                 else:
-                    addrs.append(str(ipam.claim(want, subnet, self._used(net, column, gateway), option)))
+                    addrs.append(str(ipam.claim(want, subnet, self._is_taken(net, column, gateway), option)))
             ep = Endpoint(id=new_id(), network_id=net.id, container_id=container_id,
                           ip_address=addrs[0], ip_address6=addrs[1])
             self.db.execute(

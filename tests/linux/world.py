@@ -8,10 +8,13 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from kleenenet.platform.linux.namespaces import process_alive
 
 WAN_ADDR = "192.0.2.1"  # the fake upstream's address
 UPLINK_ADDR = "192.0.2.2"  # the host's address toward it
@@ -42,7 +45,8 @@ class World:
         # nsenter keeps the mount namespace (ip netns exec would make a private one per call)
         return ["nsenter", f"--net=/run/netns/{self.host}", *args]
 
-    def kn(self, *args: str, check: bool = True, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    def kn(self, *args: str, check: bool = True, env: dict | None = None,
+           timeout: float = 60) -> subprocess.CompletedProcess:
         """Run the kleenenet CLI inside the host namespace."""
         r = subprocess.run(self.in_host(*KLEENENET, *args), capture_output=True, text=True,
                            env={**self.env, **(env or {})}, timeout=timeout)
@@ -132,12 +136,12 @@ class World:
         return sh(*self.in_host("nft", "list", "ruleset")).stdout
 
     def container_pids(self) -> list[int]:
-        import sqlite3
         db = self.state_dir / "kleenenet.db"
         if not db.exists():
             return []
         with sqlite3.connect(db) as conn:
-            return [r[0] for r in conn.execute("SELECT pid FROM containers WHERE pid IS NOT NULL")]
+            rows = conn.execute("SELECT pid, pid_start FROM containers WHERE pid IS NOT NULL").fetchall()
+        return [pid for pid, start in rows if process_alive(pid, start)]
 
     def destroy(self) -> None:
         for p in self.servers:

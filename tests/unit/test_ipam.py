@@ -31,12 +31,23 @@ def test_empty_subnet_means_none():
     assert ipam.parse_subnet("10.2.3.0/24", 4) == net("10.2.3.0/24")
 
 
+def allocate(subnet, used, after=None):
+    return ipam.next_free(subnet, after, lambda a: a in used, len(used))
+
+
 def test_first_address_and_gateway():
     subnet = net("10.2.3.0/24")
-    assert ipam.allocate(subnet, set()) == addr("10.2.3.1")  # loopback: no gateway
+    assert allocate(subnet, set()) == addr("10.2.3.1")  # loopback: no gateway
     gw = ipam.resolve_gateway("<auto>", subnet, "--gw")
     assert gw == addr("10.2.3.1")
-    assert ipam.allocate(subnet, {gw}) == addr("10.2.3.2")  # bridge: .1 is the gateway
+    assert allocate(subnet, {gw}) == addr("10.2.3.2")  # bridge: .1 is the gateway
+
+
+def test_ring_order_skips_taken_and_wraps():
+    subnet = net("10.2.3.0/29")  # hosts .1 - .6
+    assert allocate(subnet, {addr("10.2.3.4")}, after=addr("10.2.3.3")) == addr("10.2.3.5")
+    assert allocate(subnet, {addr("10.2.3.1")}, after=addr("10.2.3.6")) == addr("10.2.3.2")  # wraps, skips .1
+    assert allocate(subnet, set(), after=addr("10.9.9.9")) == addr("10.2.3.1")  # cursor from elsewhere
 
 
 def test_gateway_rules():
@@ -55,26 +66,26 @@ def test_exhaustion_is_a_clear_error():
     subnet = net("10.2.3.0/30")
     used = {addr("10.2.3.1"), addr("10.2.3.2")}
     with pytest.raises(Conflict, match="subnet 10.2.3.0/30 is exhausted: all 2 host addresses are in use"):
-        ipam.allocate(subnet, used)
+        allocate(subnet, used)
 
 
 def test_ipv6_skips_only_the_subnet_router_anycast():
     subnet = net("fd00::/126")
     got = []
     for _ in range(3):
-        got.append(ipam.allocate(subnet, set(got)))
+        got.append(allocate(subnet, set(got), after=got[-1] if got else None))
     assert got == [addr("fd00::1"), addr("fd00::2"), addr("fd00::3")]
     with pytest.raises(Conflict):
-        ipam.allocate(subnet, set(got))
+        allocate(subnet, set(got))
 
 
 def test_static_addresses():
     subnet = net("10.2.3.0/24")
-    assert ipam.claim("10.2.3.9", subnet, set(), "--ip") == addr("10.2.3.9")
+    assert ipam.claim("10.2.3.9", subnet, lambda a: False, "--ip") == addr("10.2.3.9")
     with pytest.raises(Conflict, match="10.2.3.9 is already in use"):
-        ipam.claim("10.2.3.9", subnet, {addr("10.2.3.9")}, "--ip")
+        ipam.claim("10.2.3.9", subnet, lambda a: a == addr("10.2.3.9"), "--ip")
     with pytest.raises(InvalidInput, match="not in subnet"):
-        ipam.claim("fd00::1", subnet, set(), "--ip")
+        ipam.claim("fd00::1", subnet, lambda a: False, "--ip")
 
 
 def test_overlap_names_the_culprit():
@@ -91,10 +102,13 @@ def test_allocation_properties_ipv4(prefix, base, data):
     subnet = ipaddress.ip_network((base, prefix), strict=False)
     hosts = list(subnet.hosts())
     used = set(data.draw(st.lists(st.sampled_from(hosts), max_size=len(hosts) - 1)))
-    got = ipam.allocate(subnet, used)
+    after = data.draw(st.one_of(st.none(), st.sampled_from(hosts)))
+    got = allocate(subnet, used, after)
     assert got in subnet and got not in used
     assert got not in (subnet.network_address, subnet.broadcast_address)
-    assert got == min(set(hosts) - used)  # lowest free
+    # the first free one after the cursor, in ring order
+    ring = hosts[hosts.index(after) + 1:] + hosts[:hosts.index(after) + 1] if after else hosts
+    assert got == next(a for a in ring if a not in used)
 
 
 @settings(max_examples=200, deadline=None)
@@ -104,6 +118,6 @@ def test_allocation_properties_ipv6(prefix, base, n):
     subnet = ipaddress.ip_network((base, prefix), strict=False)
     used = set()
     for _ in range(min(n, subnet.num_addresses - 1)):
-        got = ipam.allocate(subnet, used)
+        got = allocate(subnet, used)
         assert got in subnet and got != subnet.network_address and got not in used
         used.add(got)

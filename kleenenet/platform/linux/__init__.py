@@ -52,8 +52,6 @@ def _sysctl_path(key: str) -> Path:
 
 class LinuxPlatform:
     name = "linux"
-    # On Linux the two isolated drivers are the same thing: a network namespace of its own.
-    drivers_with_netns = ("ipnet", "vnet", "disabled")
 
     @cached_property
     def nl(self) -> Netlink:
@@ -116,6 +114,8 @@ class LinuxPlatform:
             # rather than a dummy because not every kernel ships the dummy driver.
             plan.add(f"ip link add {name} group {KLEENENET_GROUP} type bridge",
                      lambda: self.nl.add_link(name, "bridge"), lambda: self.nl.delete_link(name))
+        if net.type == "loopback" or not net.subnet6:
+            plan.add(f"ip link set {name} addrgenmode none", lambda: self.nl.disable_ipv6_autoconf(name))
         plan.add(f"ip link set {name} up", lambda: self.nl.set_up(name))
         return plan
 
@@ -151,16 +151,9 @@ class LinuxPlatform:
 
     # endpoints
 
-    def container_ifname(self, c: Container, taken: int = 0) -> str:
-        """The next free ethK in a running container; `taken` counts interfaces planned but not made."""
-        cnl = Netlink(f"/proc/{c.pid}/ns/net")
-        try:
-            return cnl.free_name("eth") if not taken else f"eth{taken}"
-        finally:
-            cnl.close()
-
-    def plan_attach(self, net: Network, ep: Endpoint, c: Container, cif: str) -> Plan:
-        """Wire endpoint `ep` into the running container `c` as interface `cif`."""
+    def plan_attach(self, net: Network, ep: Endpoint, c: Container, cif: str | None = None) -> Plan:
+        """Wire endpoint `ep` into the running container `c` as interface `cif` (default: the
+        container's next free ethK)."""
         plan = Plan("connect")
         host = endpoint_ifname(ep)
         mac = stable_mac(net.id, c.id)
@@ -171,10 +164,16 @@ class LinuxPlatform:
                 ns["nl"] = Netlink(f"/proc/{c.pid}/ns/net")
             return ns["nl"]
         plan.cleanups.append(lambda: ns["nl"].close() if "nl" in ns else None)
+        if cif is None:
+            cif = cnl().free_name("eth")
 
-        plan.add(f"ip link add {host} group {KLEENENET_GROUP} type veth peer name {cif} address {mac} netns {c.name}",
-                 lambda: self.nl.add_veth(host, cif, c.pid, mac),
-                 lambda: self.nl.delete_link(host))  # takes the peer, its addresses and routes along
+        def add_veth():
+            self.nl.add_veth(host, cif, c.pid, mac)
+            self.nl.disable_ipv6_autoconf(host)  # the host end needs no address of its own
+
+        plan.add(f"ip link add {host} group {KLEENENET_GROUP} type veth peer name {cif} address {mac} netns {c.name}"
+                 f"; ip link set {host} addrgenmode none",
+                 add_veth, lambda: self.nl.delete_link(host))  # takes the peer, its addresses, routes along
         if net.type == "bridge":
             isolate = "" if net.icc else f"; bridge link set dev {host} isolated on"
 
@@ -207,6 +206,8 @@ class LinuxPlatform:
                 plen = ipaddress.ip_network(subnet).prefixlen if net.type == "bridge" else full
                 plan.add(f"{at} addr add {addr}/{plen} dev {cif}",
                          lambda addr=addr, plen=plen: cnl().add_address(cif, addr, plen))
+        if not net.subnet6:
+            plan.add(f"{at} link set {cif} addrgenmode none", lambda: cnl().disable_ipv6_autoconf(cif))
         plan.add(f"{at} link set {cif} up", lambda: cnl().set_up(cif))
         for addr, subnet, gw, hop in ((ep.ip_address, net.subnet, net.gateway, NEXT_HOP4),
                                       (ep.ip_address6, net.subnet6, net.gateway6, NEXT_HOP6)):

@@ -18,7 +18,8 @@ from kleenenet.errors import HostError
 from kleenenet.model import Network
 
 TABLE = "inet kleenenet"
-MAPS = ("from_network", "to_network", "input_network")
+# interface map -> prefix of the per-network chain it jumps to (see the template)
+MAPS = {"from_network": "from", "to_network": "to", "input_network": "input"}
 
 
 @dataclass
@@ -46,7 +47,7 @@ def render(state: FirewallState) -> str:
 
 def add_members(ifname: str, net: Network) -> str:
     return "".join(
-        f'add element {TABLE} {m} {{ "{ifname}" : jump {m.split("_")[0]}_{net.id} }}\n' for m in MAPS
+        f'add element {TABLE} {m} {{ "{ifname}" : jump {chain}_{net.id} }}\n' for m, chain in MAPS.items()
     )
 
 
