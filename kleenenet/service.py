@@ -93,7 +93,7 @@ class Service:
             check_ifname(nat)
 
         with self._change():
-            if self.store.find_network(name):
+            if self.store.find_network(name, prefix=False):
                 raise Conflict(f"network name {name!r} is already in use")
             before = self.store.networks()
             for subnet_net in filter(None, (net4, net6)):
@@ -208,7 +208,7 @@ class Service:
         log = self.store.state_dir / "logs" / f"{cid}.log"
 
         with self._change():
-            if self.store.find_container(name):
+            if self.store.find_container(name, prefix=False):
                 raise Conflict(f"container name {name!r} is already in use")
             nets = [self.store.network(n) for n in networks]
             c = Container(id=cid, name=name, cmd=list(cmd), network_driver=driver, created=now())

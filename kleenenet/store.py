@@ -133,10 +133,10 @@ class Store:
         rows = self.db.execute("SELECT * FROM networks ORDER BY name").fetchall()
         return [Network(**dict(r)) for r in rows]
 
-    def find_network(self, ident: str) -> Network | None:
-        """By name, full id, or unique id prefix (as Kleene does)."""
+    def find_network(self, ident: str, prefix: bool = True) -> Network | None:
+        """By name, full id, or (with `prefix`) unique id prefix, as Kleene does."""
         row = self.db.execute("SELECT * FROM networks WHERE name = ? OR id = ?", (ident, ident)).fetchone()
-        if row is None and ident:
+        if row is None and ident and prefix:
             rows = self.db.execute(
                 "SELECT * FROM networks WHERE substr(id, 1, ?) = ?", (len(ident), ident)
             ).fetchall()
@@ -173,9 +173,9 @@ class Store:
         rows = self.db.execute("SELECT * FROM containers ORDER BY created, name").fetchall()
         return [self._container(r) for r in rows]
 
-    def find_container(self, ident: str) -> Container | None:
+    def find_container(self, ident: str, prefix: bool = True) -> Container | None:
         row = self.db.execute("SELECT * FROM containers WHERE name = ? OR id = ?", (ident, ident)).fetchone()
-        if row is None and ident:
+        if row is None and ident and prefix:
             rows = self.db.execute(
                 "SELECT * FROM containers WHERE substr(id, 1, ?) = ?", (len(ident), ident)
             ).fetchall()

@@ -44,6 +44,7 @@ def test_lookup_by_name_id_and_prefix(store):
     with pytest.raises(NotFound, match="network not found: 'a1'"):
         store.network("a1")  # ambiguous prefix
     assert [n.name for n in store.networks()] == ["other", "testnet"]
+    assert store.find_network("a1b2", prefix=False) is None  # a new name may look like an id prefix
 
 
 def test_a_failed_transaction_changes_nothing(store):
