@@ -5,6 +5,7 @@ store transaction; a failing host step rolls the host back (plan.execute) and th
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -236,12 +237,16 @@ class Service:
         if detach:
             self.out(c.id)
             return 0
-        # The terminal's Ctrl-C reaches the container; we stay to clean up after it.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # The terminal's Ctrl-C reaches the container by itself; SIGTERM and SIGHUP sent to us are
+        # passed on. Either way we stay to clean up after it.
+        previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, lambda signum, _: os.kill(c.pid, signum))
         try:
             code = self.platform.wait(c.pid)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         with self._change():
             self._stopped(c)
             if remove:

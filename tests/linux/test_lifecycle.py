@@ -38,6 +38,21 @@ def test_run_returns_the_exit_code_and_rm_cleans_up(world):
     assert world.kn("run", "-n", "n", "--", "no-such-command", check=False).returncode == 127
 
 
+def test_sigterm_to_a_foreground_run_stops_the_container_and_cleans_up(world):
+    world.kn("network", "create", "--subnet", "10.2.3.0/24", "n")
+    proc = subprocess.Popen(world.in_host(*KLEENENET, "run", "--name", "fg", "-n", "n", "--", "sleep", "60"),
+                            env=world.env)
+    deadline = time.monotonic() + 10
+    while not [c for c in world.kn_json("ps", "--json") if c["name"] == "fg"]:  # committed, running
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+    assert not [link for link in world.links() if link.startswith("kv")]
+    assert world.kn_json("ps", "-a", "--json")[0]["running"] is False
+    assert world.container_pids() == []
+
+
 def test_drivers_host_and_disabled(world):
     host = world.kn("run", "--rm", "-l", "host", "--", "ip", "-br", "link").stdout
     assert "uplink" in host
