@@ -260,11 +260,18 @@ class LinuxPlatform:
         for name, link in sorted(links.items()):
             if link["group"] == KLEENENET_GROUP and name not in wanted:
                 plan.add(f"ip link del {name}  # leftover", lambda name=name: self.nl.delete_link(name))
+        present = {(ifname, str(iface)) for ifname, iface in self.nl.addresses()}
         for net in networks:
             link = links.get(net.interface)
             if link is None:
                 plan.extend(self._plan_network_interface(net))
-            elif not link["up"]:
+                continue
+            for gw, subnet in ((net.gateway, net.subnet), (net.gateway6, net.subnet6)):
+                prefix = ipaddress.ip_network(subnet).prefixlen if gw else None
+                if gw and (net.interface, f"{gw}/{prefix}") not in present:
+                    plan.add(f"ip addr add {gw}/{prefix} dev {net.interface}",
+                             lambda net=net, gw=gw, prefix=prefix: self.nl.add_address(net.interface, gw, prefix))
+            if not link["up"]:
                 plan.add(f"ip link set {net.interface} up", lambda net=net: self.nl.set_up(net.interface))
         plan.extend(self._plan_forwarding(networks))
         batch = firewall.render(_fw(networks, endpoints))
