@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -26,7 +26,7 @@ HOST_GATEWAY = "<host-gateway>"
 
 
 def new_id() -> str:
-    return secrets.token_hex(6)
+    return os.urandom(6).hex()  # what secrets.token_hex does, without its import cost
 
 
 def now() -> str:

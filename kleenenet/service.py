@@ -248,9 +248,11 @@ class Service:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         with self._change():
-            self._stopped(c)
-            if remove:
-                self.store.remove_container(c.id)
+            c = self.store.find_container(c.id)
+            if c is not None:  # (unless `kleenenet rm -f` removed it meanwhile)
+                self._stopped(c)
+                if remove:
+                    self.store.remove_container(c.id)
         return code
 
     def _stopped(self, c: Container) -> None:

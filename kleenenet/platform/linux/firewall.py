@@ -12,8 +12,6 @@ import ctypes
 from dataclasses import dataclass, field
 from functools import cache
 
-import jinja2
-
 from kleenenet.errors import HostError
 from kleenenet.model import Network
 
@@ -30,7 +28,9 @@ class FirewallState:
 
 
 @cache
-def _templates() -> jinja2.Environment:
+def _templates():
+    import jinja2  # only network changes render the table; attaching a container does not
+
     return jinja2.Environment(
         loader=jinja2.PackageLoader("kleenenet", "templates/linux"),
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
