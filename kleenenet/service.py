@@ -188,7 +188,8 @@ class Service:
     def inspect_container(self, ident: str) -> dict:
         c = self._running_state(self.store.container(ident))
         return {"container": c.model_dump(), "container_endpoints":
-                [ep.model_dump() for ep in self.store.endpoints(container_id=c.id)]}
+                [ep.model_dump() for ep in self.store.endpoints(container_id=c.id)],
+                "container_mountpoints": []}  # Kleene's shape; kleenenet mounts nothing
 
     def run(self, cmd: list[str], name: str | None = None, driver: str | None = None,
             networks: tuple[str, ...] = (), ip: str = AUTO, ip6: str = AUTO,
