@@ -25,9 +25,15 @@ class Context:
 
     @cached_property
     def store(self):
+        import sqlite3
+
         from kleenenet.store import Store, default_state_dir
 
-        return Store(self.state_dir or default_state_dir())
+        path = self.state_dir or default_state_dir()
+        try:
+            return Store(path)
+        except (OSError, sqlite3.Error) as e:
+            raise KleenenetError(f"cannot open the state in {path}: {getattr(e, 'strerror', None) or e}") from None
 
     @cached_property
     def platform(self):

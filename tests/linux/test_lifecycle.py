@@ -149,6 +149,13 @@ def test_bad_input_is_refused_and_changes_nothing(world, args, message):
     assert world.snapshot() == before
 
 
+def test_unusable_state_directory_is_one_line_error(world):
+    unusable = "/proc/kleenenet-state"  # nothing can be created there
+    r = world.kn("network", "ls", check=False, env={"KLEENENET_STATE_DIR": unusable})
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"kleenenet: cannot open the state in {unusable}") and len(r.stderr.splitlines()) == 1
+
+
 @pytest.mark.parametrize("type_", ["bridge", "loopback"])
 def test_failure_at_each_step_of_connect_leaves_nothing(world, type_):
     world.kn("network", "create", "-t", type_, "--subnet", "10.2.3.0/24", "--subnet6", "fd00:3::/64", "n")
