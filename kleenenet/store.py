@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kleenenet import ipam
-from kleenenet.errors import Conflict, NotFound
+from kleenenet.errors import Conflict, KleenenetError, NotFound
 from kleenenet.model import AUTO, Container, Endpoint, Network, new_id
 
 DB_NAME = "kleenenet.db"
@@ -98,9 +98,8 @@ class Store:
         with self.write():
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
-                raise RuntimeError(
-                    f"state in {self.state_dir} has schema {version}, newer than this kleenenet knows"
-                )
+                raise KleenenetError(f"the state in {self.state_dir} has schema {version}, newer than "
+                                     "this kleenenet knows: upgrade kleenenet")
             for i in range(version, len(MIGRATIONS)):
                 for statement in MIGRATIONS[i].split(";"):
                     if statement.strip():

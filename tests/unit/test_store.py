@@ -3,7 +3,7 @@ import sqlite3
 
 import pytest
 
-from kleenenet.errors import Conflict, NotFound
+from kleenenet.errors import Conflict, KleenenetError, NotFound
 from kleenenet.model import Container, Network
 from kleenenet.store import MIGRATIONS, Store
 
@@ -31,7 +31,7 @@ def test_schema_is_versioned(store, tmp_path):
     conn = sqlite3.connect(tmp_path / "kleenenet.db")
     conn.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
     conn.commit()
-    with pytest.raises(RuntimeError, match="newer than this kleenenet knows"):
+    with pytest.raises(KleenenetError, match="newer than this kleenenet knows"):
         Store(tmp_path)
 
 
