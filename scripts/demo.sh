@@ -15,7 +15,7 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
 UPSTREAM_PID=""
 cleanup() {
-    kn rm -f web >/dev/null 2>&1 || true
+    kn rm -f web client >/dev/null 2>&1 || true
     [ -n "$UPSTREAM_PID" ] && kill "$UPSTREAM_PID" 2>/dev/null || true
     ip netns del "$HOST" 2>/dev/null || true
     ip netns del "$WAN" 2>/dev/null || true
@@ -49,14 +49,17 @@ while True:
     c, a = s.accept(); c.sendall(("hello " + a[0] + ", this is web").encode()); c.close()'
 sleep 0.3
 
+step kleenenet run -d --name client -n testnet -- sleep 600
+kn run -d --name client -n testnet -- sleep 600
+
 CLIENT='import socket, sys
 print(socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).recv(200).decode())'
-step kleenenet run --rm --name client -n testnet -- python3 '<connect to web:80>'
-kn run --rm --name client -n testnet -- "$PY" -c "$CLIENT" 10.2.3.2 80
+step kleenenet exec client -- python3 '<connect to web, 10.2.3.2:80>'
+kn exec client -- "$PY" -c "$CLIENT" 10.2.3.2 80
 
-step kleenenet run --rm -n testnet -- python3 '<connect to the upstream 192.0.2.1:8080>'
-kn run --rm -n testnet -- "$PY" -c "$CLIENT" 192.0.2.1 8080
-echo "(192.0.2.2 is the host's uplink address: NAT)"
+step kleenenet exec client -- python3 '<connect to the upstream, 192.0.2.1:8080>'
+kn exec client -- "$PY" -c "$CLIENT" 192.0.2.1 8080
+echo "(192.0.2.2 is the host's uplink address: the containers reach the upstream through NAT)"
 
 step kleenenet ps
 kn ps
@@ -64,8 +67,8 @@ kn ps
 step kleenenet network inspect testnet
 kn network inspect testnet
 
-step kleenenet rm -f web '&&' kleenenet network rm testnet
-kn rm -f web >/dev/null
+step kleenenet rm -f web client '&&' kleenenet network rm testnet
+kn rm -f web client >/dev/null
 kn network rm testnet >/dev/null
 echo "done: no interfaces or firewall rules are left in the host namespace:"
 ip -n "$HOST" -br link
