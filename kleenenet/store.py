@@ -134,14 +134,18 @@ class Store:
         rows = self.db.execute("SELECT * FROM networks ORDER BY name").fetchall()
         return [Network(**dict(r)) for r in rows]
 
-    def find_network(self, ident: str, prefix: bool = True) -> Network | None:
+    def _find(self, table: str, ident: str, prefix: bool) -> sqlite3.Row | None:
         """By name, full id, or (with `prefix`) unique id prefix, as Kleene does."""
-        row = self.db.execute("SELECT * FROM networks WHERE name = ? OR id = ?", (ident, ident)).fetchone()
+        row = self.db.execute(f"SELECT * FROM {table} WHERE name = ? OR id = ?", (ident, ident)).fetchone()
         if row is None and ident and prefix:
             rows = self.db.execute(
-                "SELECT * FROM networks WHERE substr(id, 1, ?) = ?", (len(ident), ident)
+                f"SELECT * FROM {table} WHERE substr(id, 1, ?) = ?", (len(ident), ident)
             ).fetchall()
             row = rows[0] if len(rows) == 1 else None
+        return row
+
+    def find_network(self, ident: str, prefix: bool = True) -> Network | None:
+        row = self._find("networks", ident, prefix)
         return Network(**dict(row)) if row else None
 
     def network(self, ident: str) -> Network:
@@ -175,12 +179,7 @@ class Store:
         return [self._container(r) for r in rows]
 
     def find_container(self, ident: str, prefix: bool = True) -> Container | None:
-        row = self.db.execute("SELECT * FROM containers WHERE name = ? OR id = ?", (ident, ident)).fetchone()
-        if row is None and ident and prefix:
-            rows = self.db.execute(
-                "SELECT * FROM containers WHERE substr(id, 1, ?) = ?", (len(ident), ident)
-            ).fetchall()
-            row = rows[0] if len(rows) == 1 else None
+        row = self._find("containers", ident, prefix)
         return self._container(row) if row else None
 
     def container(self, ident: str) -> Container:
