@@ -207,7 +207,7 @@ class Service:
             raise InvalidInput("a network is given twice with -n")
         if (ip != AUTO or ip6 != AUTO) and len(networks) != 1:
             raise InvalidInput("--ip/--ip6 need exactly one -n NETWORK")
-        log = self.store.state_dir / "logs" / f"{cid}.log"
+        log = self._log_path(cid)
 
         with self._change():
             if self.store.find_container(name, prefix=False):
@@ -256,6 +256,10 @@ class Service:
                     self.store.remove_container(c.id)
         return code
 
+    def _log_path(self, container_id: str):
+        """Where a detached container's output goes."""
+        return self.store.state_dir / "logs" / f"{container_id}.log"
+
     def _stopped(self, c: Container) -> None:
         """Take a container whose process is gone off its networks (its addresses stay reserved)."""
         failed = False
@@ -290,6 +294,8 @@ class Service:
             if c.running:  # its process died on its own
                 self._stopped(c)
             self.store.remove_container(c.id)
+        if not self.dry_run:
+            self._log_path(c.id).unlink(missing_ok=True)
         return c.id
 
     def exec(self, ident: str, cmd: list[str]) -> None:

@@ -63,12 +63,18 @@ def test_drivers_host_and_disabled(world):
 def test_stop_and_rm_leave_nothing(world):
     before = world.snapshot()
     world.kn("network", "create", "--subnet", "10.2.3.0/24", "n")
-    world.kn("run", "-d", "--name", "s", "-n", "n", "--", "sleep", "60")
+    cid = world.kn("run", "-d", "--name", "s", "-n", "n", "--", "sh", "-c", "echo started; exec sleep 60").stdout.strip()
     pid = world.container_pids()[0]
+    log = world.state_dir / "logs" / f"{cid}.log"
+    deadline = time.monotonic() + 5
+    while not (log.exists() and log.read_text() == "started\n"):  # a detached container's output
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     world.kn("stop", "s")
     assert not os.path.exists(f"/proc/{pid}/ns") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
     assert not [link for link in world.links() if link.startswith("kv")]
     world.kn("rm", "s")
+    assert not log.exists()
     world.kn("network", "rm", "n")
     after = world.snapshot()
     assert after["links"] == before["links"] and after["nft"] == before["nft"] == ""
