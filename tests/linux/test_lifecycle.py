@@ -53,6 +53,12 @@ def test_sigterm_to_a_foreground_run_stops_the_container_and_cleans_up(world):
     assert world.container_pids() == []
 
 
+def test_vnet_driver_is_wired_like_ipnet(world):
+    world.kn("network", "create", "-t", "bridge", "--subnet", "10.2.3.0/24", "n")
+    out = world.kn("run", "--rm", "-l", "vnet", "-n", "n", "--", "ip", "-br", "addr", "show", "eth0").stdout
+    assert "10.2.3.2/24" in out
+
+
 def test_drivers_host_and_disabled(world):
     host = world.kn("run", "--rm", "-l", "host", "--", "ip", "-br", "link").stdout
     assert "uplink" in host
