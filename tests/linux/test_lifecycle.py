@@ -53,6 +53,18 @@ def test_sigterm_to_a_foreground_run_stops_the_container_and_cleans_up(world):
     assert world.container_pids() == []
 
 
+def test_forwarding_is_turned_on_only_when_a_network_needs_it(world):
+    def forwarding():
+        return sh(*world.in_host("sysctl", "-n", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")).stdout.split()
+    assert forwarding() == ["0", "0"]
+    world.kn("network", "create", "-t", "bridge", "--internal", "--subnet", "10.2.3.0/24", "l2only")
+    assert forwarding() == ["0", "0"]
+    world.kn("network", "create", "--subnet", "10.2.4.0/24", "routed")
+    assert forwarding() == ["1", "0"]
+    world.kn("network", "create", "--subnet6", "fd00:5::/64", "routed6")
+    assert forwarding() == ["1", "1"]
+
+
 def test_vnet_driver_is_wired_like_ipnet(world):
     world.kn("network", "create", "-t", "bridge", "--subnet", "10.2.3.0/24", "n")
     out = world.kn("run", "--rm", "-l", "vnet", "-n", "n", "--", "ip", "-br", "addr", "show", "eth0").stdout

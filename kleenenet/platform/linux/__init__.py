@@ -122,10 +122,13 @@ class LinuxPlatform:
     def _plan_forwarding(self, networks: list[Network]) -> Plan:
         """Turn forwarding on in kleenenet's own namespace when a network needs it, never off."""
         plan = Plan("forwarding")
+        # Traffic is routed out of non-internal networks, and between the containers of a
+        # loopback network; an internal bridge keeps its traffic on L2.
+        routed = [n for n in networks if n.type == "loopback" or not n.internal]
         wanted = []
-        if networks:
+        if any(n.subnet for n in routed):
             wanted.append("net.ipv4.ip_forward")
-        if any(n.subnet6 for n in networks):
+        if any(n.subnet6 for n in routed):
             wanted.append("net.ipv6.conf.all.forwarding")
         for key in wanted:
             path = _sysctl_path(key)
