@@ -2,9 +2,11 @@
 
 bridge network   kleeneN is a Linux bridge holding the gateway; one veth per container, the
                  container end (ethK) moved into the container's namespace.
-loopback network L3-routed: kleeneN is an anchor device without traffic; each container gets a veth whose
-                 host end carries a /32 (/128) route to it and the link-local next hop
-                 169.254.1.1 / fe80::1 that the container's routes point at. No L2 segment.
+loopback network L3-routed: kleeneN is an anchor device without traffic; each container gets a veth
+                 whose host end carries a /32 (/128) route to it. The container's routes point at
+                 a link-local next hop: 169.254.1.1, a permanent neighbour entry resolving to the
+                 host end's MAC (no address on the host, no ARP), and fe80::1 on the host end.
+                 No L2 segment.
 """
 
 from __future__ import annotations
@@ -160,6 +162,7 @@ class LinuxPlatform:
         plan = Plan("connect")
         host = endpoint_ifname(ep)
         mac = stable_mac(net.id, c.id)
+        host_mac = stable_mac("host", net.id, c.id)
         ns = {}  # the container's netlink socket, opened when the plan runs
 
         def cnl() -> Netlink:
@@ -171,11 +174,11 @@ class LinuxPlatform:
             cif = cnl().free_name("eth")
 
         def add_veth():
-            self.nl.add_veth(host, cif, c.pid, mac)
+            self.nl.add_veth(host, host_mac, cif, c.pid, mac)
             self.nl.disable_ipv6_autoconf(host)  # the host end needs no address of its own
 
-        plan.add(f"ip link add {host} group {KLEENENET_GROUP} type veth peer name {cif} address {mac} netns {c.name}"
-                 f"; ip link set {host} addrgenmode none",
+        plan.add(f"ip link add {host} address {host_mac} group {KLEENENET_GROUP} type veth peer name {cif} "
+                 f"address {mac} netns {c.name}; ip link set {host} addrgenmode none",
                  add_veth, lambda: self.nl.delete_link(host))  # takes the peer, its addresses, routes along
         if net.type == "bridge":
             isolate = "" if net.icc else f"; bridge link set dev {host} isolated on"
@@ -186,8 +189,6 @@ class LinuxPlatform:
                     self.nl.set_isolated(host)
             plan.add(f"ip link set {host} master {net.interface} up{isolate}", join_bridge)
         else:
-            if ep.ip_address:
-                plan.add(f"ip addr add {NEXT_HOP4}/32 dev {host}", lambda: self.nl.add_address(host, NEXT_HOP4, 32))
             if ep.ip_address6:
                 plan.add(f"ip addr add {NEXT_HOP6}/64 dev {host}", lambda: self.nl.add_address(host, NEXT_HOP6, 64))
             plan.add(f"ip link set {host} up", lambda: self.nl.set_up(host))
@@ -195,13 +196,14 @@ class LinuxPlatform:
                 if addr:
                     plan.add(f"ip route add {addr}/{plen} dev {host}",
                              lambda addr=addr, plen=plen: self.nl.add_route(f"{addr}/{plen}", host))
-        plan.extend(self._plan_container_side(net, ep, c, cif, cnl))
+        plan.extend(self._plan_container_side(net, ep, c, cif, host_mac, cnl))
         if net.type == "loopback":
             add, delete = firewall.add_members(host, net), firewall.delete_members(host)
             plan.add(f"nft -f - <<EOF\n{add}EOF", lambda: self.nft.run(add), lambda: self.nft.run(delete))
         return plan
 
-    def _plan_container_side(self, net: Network, ep: Endpoint, c: Container, cif: str, cnl) -> Plan:
+    def _plan_container_side(self, net: Network, ep: Endpoint, c: Container, cif: str, host_mac: str,
+                             cnl) -> Plan:
         plan = Plan("connect")
         at = f"ip -n {c.name}"
         for addr, subnet, full in ((ep.ip_address, net.subnet, 32), (ep.ip_address6, net.subnet6, 128)):
@@ -217,6 +219,9 @@ class LinuxPlatform:
             if not addr:
                 continue
             if net.type == "loopback":
+                if hop == NEXT_HOP4:
+                    plan.add(f"{at} neigh replace {hop} lladdr {host_mac} dev {cif} nud permanent",
+                             lambda: cnl().add_neighbour(cif, NEXT_HOP4, host_mac))
                 plan.add(f"{at} route add {subnet} via {hop} dev {cif} onlink",
                          lambda subnet=subnet, hop=hop: cnl().add_route(subnet, cif, hop))
                 gw = hop

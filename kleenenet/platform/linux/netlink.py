@@ -17,6 +17,7 @@ KLEENENET_GROUP = 0x6B6E
 IFA_F_NODAD = 0x02  # addresses kleenenet assigns are unique by construction: skip DAD's delay
 RTNH_F_ONLINK = 0x04
 IN6_ADDR_GEN_MODE_NONE = 1
+NUD_PERMANENT = 0x80
 ENOENT, EEXIST, ENODEV = 2, 17, 19
 
 
@@ -104,10 +105,10 @@ class Netlink:
         extra = {"address": mac} if mac else {}
         self.ipr.link("add", ifname=name, kind=kind, group=KLEENENET_GROUP, **extra)
 
-    def add_veth(self, name: str, peer: str, peer_pid: int, peer_mac: str) -> None:
+    def add_veth(self, name: str, mac: str, peer: str, peer_pid: int, peer_mac: str) -> None:
         fd = os.open(f"/proc/{peer_pid}/ns/net", os.O_RDONLY)
         try:
-            self.ipr.link("add", ifname=name, kind="veth", group=KLEENENET_GROUP,
+            self.ipr.link("add", ifname=name, kind="veth", group=KLEENENET_GROUP, address=mac,
                           peer={"ifname": peer, "net_ns_fd": fd, "address": peer_mac})
         finally:
             os.close(fd)
@@ -143,6 +144,9 @@ class Netlink:
         except NetlinkError as e:
             if e.code != EEXIST:
                 raise
+
+    def add_neighbour(self, dev: str, address: str, mac: str) -> None:
+        self.ipr.neigh("replace", ifindex=self._idx(dev), dst=address, lladdr=mac, state=NUD_PERMANENT)
 
     def add_route(self, dst: str, dev: str, gateway: str | None = None) -> None:
         kw = {"dst": dst, "oif": self._idx(dev)}
