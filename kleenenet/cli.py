@@ -204,13 +204,18 @@ def network_disconnect(obj, network, container, dry_run):
 @click.option("--name", default=None, help="Container name (default: c + the id's start).")
 @click.option("-d", "--detach", is_flag=True, help="Run in the background; print the id.")
 @click.option("--rm", "remove", is_flag=True, help="Remove the container when its command exits.")
+@click.option("-J", "--jail-param", "jail_params", multiple=True,
+              help="Extra jail(8) parameter KEY=VALUE or KEY, e.g. allow.raw_sockets (FreeBSD; repeatable).")
+@click.option("--path", default=None, help="Root directory of the jail (FreeBSD; default /).")
 @dry_run_option
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 @pass_ctx
-def run(obj, driver, networks, ip, ip6, name, detach, remove, dry_run, cmd):
+def run(obj, driver, networks, ip, ip6, name, detach, remove, jail_params, path, dry_run, cmd):
     """Run CMD in a new container: kleenenet run [OPTIONS] -- CMD [ARGS...]"""
+    if path is not None:
+        jail_params += (f"path={path}",)
     code = obj.service(dry_run).run(_command(cmd), name=name, driver=driver, networks=networks, ip=ip, ip6=ip6,
-                                    detach=detach, remove=remove)
+                                    detach=detach, remove=remove, jail_params=jail_params)
     sys.exit(code)
 
 

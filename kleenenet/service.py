@@ -5,7 +5,6 @@ store transaction; a failing host step rolls the host back (plan.execute) and th
 from __future__ import annotations
 
 import ipaddress
-import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -157,8 +156,12 @@ class Service:
                          f"on {net.name}, wire it when it runs")
         return ep
 
+    def _wired_of(self, c: Container, but: Endpoint) -> list[Endpoint]:
+        """The container's other endpoints that are wired (a jail's full address list needs them)."""
+        return [e for e in self.store.endpoints(container_id=c.id) if e.epair and e.id != but.id]
+
     def _wire(self, net: Network, ep: Endpoint, c: Container, cif: str | None = None) -> Endpoint:
-        self._apply(self.platform.plan_attach(net, ep, c, cif))
+        self._apply(self.platform.plan_attach(net, ep, c, cif, self._wired_of(c, ep)))
         epair = self.platform.endpoint_ifname(ep)
         self.store.set_epair(ep.id, epair)
         return ep.model_copy(update={"epair": epair})
@@ -171,14 +174,14 @@ class Service:
             if not eps:
                 raise Conflict(f"container {c.name!r} is not connected to network {net.name!r}")
             if eps[0].epair:
-                self._apply(self.platform.plan_detach(net, eps[0]))
+                self._apply(self.platform.plan_detach(net, eps[0], c, self._wired_of(c, eps[0])))
             self.store.remove_endpoint(eps[0].id)
 
     # containers
 
     def _running_state(self, c: Container) -> Container:
         """The container as it really is: a container whose process died is not running."""
-        if c.running and not self.platform.process_alive(c.pid, c.pid_start):
+        if c.running and not self.platform.alive(c):
             return c.model_copy(update={"running": False})
         return c
 
@@ -193,7 +196,7 @@ class Service:
 
     def run(self, cmd: list[str], name: str | None = None, driver: str | None = None,
             networks: tuple[str, ...] = (), ip: str = AUTO, ip6: str = AUTO,
-            detach: bool = False, remove: bool = False) -> int:
+            detach: bool = False, remove: bool = False, jail_params: tuple[str, ...] = ()) -> int:
         """Create a container and run `cmd` in it; the command's exit code (0 when detached)."""
         if not cmd:
             raise InvalidInput("no command given: kleenenet run [OPTIONS] -- CMD [ARGS...]")
@@ -213,14 +216,16 @@ class Service:
             if self.store.find_container(name, prefix=False):
                 raise Conflict(f"container name {name!r} is already in use")
             nets = [self.store.network(n) for n in networks]
-            c = Container(id=cid, name=name, cmd=list(cmd), network_driver=driver, created=now())
+            c = Container(id=cid, name=name, cmd=list(cmd), network_driver=driver, created=now(),
+                          jail_param=list(jail_params))
+            self.platform.check_container(c)
             self.store.save_container(c)
             eps = [self.store.allocate_endpoint(net, cid, ip, ip6) for net in nets]
             proc = None
             if not self.dry_run:
                 if detach:
                     log.parent.mkdir(exist_ok=True)
-                proc = self.platform.spawn(c.cmd, driver != "host", detach, log)
+                proc = self.platform.spawn(c, detach, log)
                 c = c.model_copy(update={"running": True, "pid": proc.pid, "pid_start": proc.start})
             try:
                 if driver != "host":
@@ -228,6 +233,11 @@ class Service:
                 for k, (net, ep) in enumerate(zip(nets, eps)):
                     self._wire(net, ep, c, f"eth{k}")
                 self.store.save_container(c)
+                if self.dry_run:
+                    self.out(f"# then: {self.platform.start_text(c)}")
+                    if not detach:
+                        self.out("# and when it exits:")
+                        self._stopped(c)
             except BaseException:
                 if proc:
                     proc.abort()
@@ -242,9 +252,9 @@ class Service:
         # passed on. Either way we stay to clean up after it.
         previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
         for signum in (signal.SIGTERM, signal.SIGHUP):
-            previous[signum] = signal.signal(signum, lambda signum, _: os.kill(c.pid, signum))
+            previous[signum] = signal.signal(signum, lambda signum, _: proc.signal(signum))
         try:
-            code = self.platform.wait(c.pid)
+            code = proc.wait()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -266,11 +276,13 @@ class Service:
         for ep in self.store.endpoints(container_id=c.id):
             if ep.epair:
                 try:
-                    self._apply(self.platform.plan_detach(self.store.network(ep.network_id), ep))
+                    self._apply(self.platform.plan_detach(self.store.network(ep.network_id), ep, c,
+                                                          self._wired_of(c, ep)))
                 except KleenenetError as e:
                     print(f"kleenenet: {e}", file=sys.stderr)
                     failed = True
                 self.store.set_epair(ep.id, None)
+        self._apply(self.platform.plan_stop(c))
         self.store.save_container(c.model_copy(update={"running": False, "pid": None, "pid_start": None}))
         if failed:  # something outside kleenenet changed our table: rewrite it from the state
             self.platform.replace_firewall(self.store.networks(), self._wired_endpoints())
@@ -278,7 +290,7 @@ class Service:
     def stop(self, ident: str, timeout: float = 10.0) -> str:
         c = self.store.container(ident)
         if not self.dry_run and c.running:
-            self.platform.terminate(c.pid, c.pid_start, timeout)
+            self.platform.terminate(c, timeout)
         with self._change():
             self._stopped(self.store.container(c.id))
         return c.id
@@ -304,7 +316,7 @@ class Service:
         c = self._running_state(self.store.container(ident))
         if not c.running:
             raise Conflict(f"container {c.name!r} is not running")
-        self.platform.exec_in(c.pid, c.pid_start, cmd, c.network_driver != "host")
+        self.platform.exec_in(c, cmd)
 
     # reconcile
 
@@ -319,7 +331,8 @@ class Service:
                                                                    "pid_start": None}))
             # Interfaces of running containers that vanished are wired again below.
             for ep in self._wired_endpoints():
-                if not self.platform.endpoint_exists(ep):
+                c = self.store.container(ep.container_id)
+                if not self.platform.endpoint_exists(self.store.network(ep.network_id), ep, c):
                     self.store.set_epair(ep.id, None)
             self._apply(self.platform.plan_reconcile(self.store.networks(), self._wired_endpoints()))
             for c in self.store.containers():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import shlex
 from functools import cached_property
 from pathlib import Path
 
@@ -156,9 +157,10 @@ class LinuxPlatform:
 
     # endpoints
 
-    def plan_attach(self, net: Network, ep: Endpoint, c: Container, cif: str | None = None) -> Plan:
+    def plan_attach(self, net: Network, ep: Endpoint, c: Container, cif: str | None = None,
+                    others: list[Endpoint] = ()) -> Plan:
         """Wire endpoint `ep` into the running container `c` as interface `cif` (default: the
-        container's next free ethK)."""
+        container's next free ethK). `others`: the container's endpoints already wired."""
         plan = Plan("connect")
         host = endpoint_ifname(ep)
         mac = stable_mac(net.id, c.id)
@@ -232,7 +234,7 @@ class LinuxPlatform:
                          else cnl().add_route("0.0.0.0/0" if version == 4 else "::/0", cif, gw))
         return plan
 
-    def plan_detach(self, net: Network, ep: Endpoint) -> Plan:
+    def plan_detach(self, net: Network, ep: Endpoint, c: Container, others: list[Endpoint] = ()) -> Plan:
         plan = Plan("disconnect")
         host = endpoint_ifname(ep)
         if net.type == "loopback":
@@ -286,15 +288,31 @@ class LinuxPlatform:
         plan.add(f"nft -f - <<EOF\n{batch}EOF", lambda: self.nft.run(batch))
         return plan
 
-    def endpoint_exists(self, ep: Endpoint) -> bool:
+    def endpoint_exists(self, net: Network, ep: Endpoint, c: Container) -> bool:
         return self.interface_exists(endpoint_ifname(ep))
 
     endpoint_ifname = staticmethod(endpoint_ifname)
 
     # containers
 
-    process_alive = staticmethod(process_alive)
-    spawn = staticmethod(process.spawn)
-    wait = staticmethod(process.wait)
-    terminate = staticmethod(process.terminate)
-    exec_in = staticmethod(process.exec_in)
+    def check_container(self, c: Container) -> None:
+        if c.jail_param:
+            raise InvalidInput(f"invalid jail parameter {c.jail_param[0]!r}: jail parameters need FreeBSD")
+
+    def spawn(self, c: Container, detach: bool, log: Path | None) -> process.Spawned:
+        return process.spawn(c.cmd, c.network_driver != "host", detach, log)
+
+    def start_text(self, c: Container) -> str:
+        return f"exec {shlex.join(c.cmd)}  # in the container's namespaces"
+
+    def alive(self, c: Container) -> bool:
+        return process_alive(c.pid, c.pid_start)
+
+    def terminate(self, c: Container, timeout: float) -> None:
+        process.terminate(c.pid, c.pid_start, timeout)
+
+    def plan_stop(self, c: Container) -> Plan:
+        return Plan("stop")  # the namespace went away with the container's last process
+
+    def exec_in(self, c: Container, cmd: list[str]) -> None:
+        process.exec_in(c.pid, c.pid_start, cmd, c.network_driver != "host")

@@ -43,6 +43,12 @@ class Spawned:
         os.close(self._release_fd)  # the child exits when the pipe closes unreleased
         os.waitpid(self.pid, 0)
 
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def wait(self) -> int:
+        return wait(self.pid)
+
 
 def spawn(cmd: list[str], new_netns: bool, detach: bool, log_path: Path | None) -> Spawned:
     release_r, release_w = os.pipe()
