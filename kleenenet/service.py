@@ -148,6 +148,7 @@ class Service:
                 raise InvalidInput(f"container {c.name!r} uses driver {c.network_driver!r}: only ipnet "
                                    "and vnet containers can connect to networks")
             net = self.store.network(network)
+            self.platform.check_attach(net, c)
             ep = self.store.allocate_endpoint(net, c.id, ip, ip6)
             if c.running:
                 ep = self._wire(net, ep, c)
@@ -156,12 +157,16 @@ class Service:
                          f"on {net.name}, wire it when it runs")
         return ep
 
+    def _wiring(self) -> tuple[list[Network], list[Endpoint]]:
+        """All networks and wired endpoints: what a platform renders a whole firewall part from."""
+        return self.store.networks(), self._wired_endpoints()
+
     def _wired_of(self, c: Container, but: Endpoint) -> list[Endpoint]:
         """The container's other endpoints that are wired (a jail's full address list needs them)."""
         return [e for e in self.store.endpoints(container_id=c.id) if e.epair and e.id != but.id]
 
     def _wire(self, net: Network, ep: Endpoint, c: Container, cif: str | None = None) -> Endpoint:
-        self._apply(self.platform.plan_attach(net, ep, c, cif, self._wired_of(c, ep)))
+        self._apply(self.platform.plan_attach(net, ep, c, cif, self._wired_of(c, ep), self._wiring))
         epair = self.platform.endpoint_ifname(ep)
         self.store.set_epair(ep.id, epair)
         return ep.model_copy(update={"epair": epair})
@@ -174,7 +179,8 @@ class Service:
             if not eps:
                 raise Conflict(f"container {c.name!r} is not connected to network {net.name!r}")
             if eps[0].epair:
-                self._apply(self.platform.plan_detach(net, eps[0], c, self._wired_of(c, eps[0])))
+                self._apply(self.platform.plan_detach(net, eps[0], c, self._wired_of(c, eps[0]),
+                                                        self._wiring))
             self.store.remove_endpoint(eps[0].id)
 
     # containers
@@ -219,6 +225,8 @@ class Service:
             c = Container(id=cid, name=name, cmd=list(cmd), network_driver=driver, created=now(),
                           jail_param=list(jail_params))
             self.platform.check_container(c)
+            for net in nets:
+                self.platform.check_attach(net, c)
             self.store.save_container(c)
             eps = [self.store.allocate_endpoint(net, cid, ip, ip6) for net in nets]
             proc = None
@@ -228,10 +236,16 @@ class Service:
                 proc = self.platform.spawn(c, detach, log)
                 c = c.model_copy(update={"running": True, "pid": proc.pid, "pid_start": proc.start})
             try:
-                if driver != "host":
-                    self._apply(self.platform.plan_new_namespace(c))
+                # One plan, so a failure on the last network undoes the first ones too.
+                plan = Plan("run")
+                plan.extend(self.platform.plan_new_namespace(c))
+                wired = []
                 for k, (net, ep) in enumerate(zip(nets, eps)):
-                    self._wire(net, ep, c, f"eth{k}")
+                    plan.extend(self.platform.plan_attach(net, ep, c, f"eth{k}", list(wired), self._wiring))
+                    wired.append(ep.model_copy(update={"epair": self.platform.endpoint_ifname(ep)}))
+                self._apply(plan)
+                for ep in wired:
+                    self.store.set_epair(ep.id, ep.epair)
                 self.store.save_container(c)
                 if self.dry_run:
                     self.out(f"# then: {self.platform.start_text(c)}")
@@ -273,11 +287,12 @@ class Service:
     def _stopped(self, c: Container) -> None:
         """Take a container whose process is gone off its networks (its addresses stay reserved)."""
         failed = False
+        stopping = c.model_copy(update={"running": False})  # only the host side needs undoing
         for ep in self.store.endpoints(container_id=c.id):
             if ep.epair:
                 try:
-                    self._apply(self.platform.plan_detach(self.store.network(ep.network_id), ep, c,
-                                                          self._wired_of(c, ep)))
+                    self._apply(self.platform.plan_detach(self.store.network(ep.network_id), ep, stopping,
+                                                          self._wired_of(c, ep), self._wiring))
                 except KleenenetError as e:
                     print(f"kleenenet: {e}", file=sys.stderr)
                     failed = True
@@ -334,7 +349,8 @@ class Service:
                 c = self.store.container(ep.container_id)
                 if not self.platform.endpoint_exists(self.store.network(ep.network_id), ep, c):
                     self.store.set_epair(ep.id, None)
-            self._apply(self.platform.plan_reconcile(self.store.networks(), self._wired_endpoints()))
+            running = [c for c in self.store.containers() if c.running]
+            self._apply(self.platform.plan_reconcile(self.store.networks(), self._wired_endpoints(), running))
             for c in self.store.containers():
                 for ep in self.store.endpoints(container_id=c.id) if c.running else ():
                     if not ep.epair:

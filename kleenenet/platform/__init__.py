@@ -20,5 +20,7 @@ def get_platform(name: str | None = None):
 
         return LinuxPlatform()
     if name == "freebsd":
-        raise InvalidInput("platform 'freebsd' is not available in this version of kleenenet")
+        from kleenenet.platform.freebsd import FreeBSDPlatform
+
+        return FreeBSDPlatform()
     raise InvalidInput(f"invalid platform {name!r}: choose one of {', '.join(PLATFORMS)}")

@@ -157,8 +157,11 @@ class LinuxPlatform:
 
     # endpoints
 
+    def check_attach(self, net: Network, c: Container) -> None:
+        pass  # any namespace joins any network type
+
     def plan_attach(self, net: Network, ep: Endpoint, c: Container, cif: str | None = None,
-                    others: list[Endpoint] = ()) -> Plan:
+                    others: list[Endpoint] = (), wiring=None) -> Plan:
         """Wire endpoint `ep` into the running container `c` as interface `cif` (default: the
         container's next free ethK). `others`: the container's endpoints already wired."""
         plan = Plan("connect")
@@ -234,7 +237,8 @@ class LinuxPlatform:
                          else cnl().add_route("0.0.0.0/0" if version == 4 else "::/0", cif, gw))
         return plan
 
-    def plan_detach(self, net: Network, ep: Endpoint, c: Container, others: list[Endpoint] = ()) -> Plan:
+    def plan_detach(self, net: Network, ep: Endpoint, c: Container, others: list[Endpoint] = (),
+                    wiring=None) -> Plan:
         plan = Plan("disconnect")
         host = endpoint_ifname(ep)
         if net.type == "loopback":
@@ -246,6 +250,8 @@ class LinuxPlatform:
     def plan_new_namespace(self, c: Container) -> Plan:
         """A container's own namespace starts with lo, up (all a `disabled` container gets)."""
         plan = Plan("namespace")
+        if c.network_driver == "host":
+            return plan  # the host's own network namespace
         plan.add(f"ip -n {c.name} link set lo up", lambda: self._set_lo_up(c))
         return plan
 
@@ -261,7 +267,8 @@ class LinuxPlatform:
 
     # reconcile
 
-    def plan_reconcile(self, networks: list[Network], endpoints: list[Endpoint]) -> Plan:
+    def plan_reconcile(self, networks: list[Network], endpoints: list[Endpoint],
+                       running: list[Container]) -> Plan:
         """Recreate missing network interfaces, delete kleenenet interfaces nothing owns,
         and rewrite the firewall from the state."""
         plan = Plan("reconcile")

@@ -1,0 +1,440 @@
+"""The FreeBSD platform: jails, cloned interfaces and pf anchors.
+
+loopback network  `ifconfig lo create` renamed kleeneN; each ipnet jail's address is a /32 (/128)
+                  alias on it and in the jail's ip4.addr/ip6.addr. No gateway.
+bridge network    if_bridge kleeneN with the gateway address. A vnet jail gets an epair: the host
+                  end kv<endpoint id>a joins the bridge, the jail end kv<endpoint id>b moves into
+                  the jail; an ipnet jail joins by an alias on the bridge, as in Kleene.
+jails             created `persist` (named kn<container id>) so the network is wired before the
+                  command starts with jexec; a jail whose processes are gone is a stopped
+                  container, removed with `jail -r` when kleenenet sees it stopped.
+pf                one anchor per network (see pf.py); never the user's pf.conf.
+
+Every interface kleenenet creates is in interface group `kleenenet` and has a description
+naming its network: that is how reconcile recognises leftovers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+import signal
+import subprocess
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from kleenenet.errors import HostError, InvalidInput
+from kleenenet.model import Container, Endpoint, Network
+from kleenenet.plan import Plan
+from kleenenet.platform.freebsd import pf
+from kleenenet.platform.freebsd.host import Host, Runner, command_text
+
+INTERFACE_PREFIX = "kleene"
+ENDPOINT_PREFIX = "kv"  # + endpoint id + a/b: 15 characters, IFNAMSIZ's limit
+JAIL_PREFIX = "kn"  # + container id (a jail name must not be a number)
+GROUP = "kleenenet"
+FORWARDING = {4: "net.inet.ip.forwarding", 6: "net.inet6.ip6.forwarding"}
+# Jail parameters kleenenet sets itself from the container and its networks.
+OWN_JAIL_PARAMS = {"name", "jid", "persist", "nopersist", "vnet", "vnet.interface", "ip4", "ip4.addr",
+                   "ip6", "ip6.addr", "command", "host.hostname"}
+JAIL_PARAM_RE = re.compile(r"[a-z][a-z0-9_.]*(=.*)?", re.S)
+
+
+def stable_mac(*parts: str) -> str:
+    """A locally administered unicast MAC derived from ids, so it survives re-creation."""
+    digest = hashlib.sha256("/".join(parts).encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def endpoint_ifname(ep: Endpoint) -> str:
+    """The endpoint's epair base name (ends a and b); for an ipnet endpoint it only marks it wired."""
+    return ENDPOINT_PREFIX + ep.id
+
+
+def jail_name(c: Container) -> str:
+    return JAIL_PREFIX + c.id
+
+
+def _family(addr: str) -> int:
+    return ipaddress.ip_address(addr).version
+
+
+def _inet(version: int) -> str:
+    return "inet" if version == 4 else "inet6"
+
+
+@dataclass
+class JailProcess:
+    """A container's command, started with jexec once its jail is wired."""
+
+    platform: FreeBSDPlatform
+    c: Container
+    detach: bool
+    log: Path | None
+    pid: int | None = None
+    start: int | None = None
+    popen: subprocess.Popen | None = None
+
+    def release(self) -> None:
+        argv = ["jexec", jail_name(self.c), *self.c.cmd]
+        self.popen = self.platform.runner.start(argv, self.log if self.detach else None)
+
+    def abort(self) -> None:
+        pass  # nothing was started: the plan's rollback removed the jail
+
+    def signal(self, signum: int) -> None:
+        if self.popen:
+            self.popen.send_signal(signum)
+
+    def wait(self) -> int:
+        code = self.popen.wait()
+        return code if code >= 0 else 128 - code  # killed by a signal: as shells report it
+
+
+class FreeBSDPlatform:
+    name = "freebsd"
+
+    def __init__(self, runner: Runner | None = None):
+        if runner is None:
+            from kleenenet.platform import native
+            from kleenenet.platform.freebsd.host import PreviewRunner
+
+            runner = Runner() if native() == "freebsd" else PreviewRunner()
+        self.runner = runner
+        self.host = Host(runner)
+
+    # steps: a command, and the command that undoes it
+
+    def _step(self, plan: Plan, argv: list[str], undo: list[str] | None = None, stdin: str | None = None,
+              note: str = "") -> None:
+        plan.add(command_text(argv, stdin) + (f"  # {note}" if note else ""),
+                 lambda: self.runner.run(argv, stdin),
+                 (lambda: self.runner.run(undo)) if undo else None)
+
+    # what is on the host
+
+    def host_networks(self):
+        used = []
+        for name, iface in self.host.interfaces().items():
+            for addr in (*iface.inet, *iface.inet6):
+                if not addr.is_loopback and not addr.is_link_local:
+                    used.append((f"address {addr} on {name}", addr.network))
+        for ifname, dst, _flags in self.host.routes():
+            if dst.prefixlen and not dst.is_loopback and not dst.is_link_local and not dst.is_multicast:
+                used.append((f"route {dst} via {ifname}", dst))
+        return used
+
+    def default_route_interface(self) -> str | None:
+        return self.host.default_route_interface()
+
+    def interface_exists(self, name: str) -> bool:
+        return name in self.host.interface_names()
+
+    def free_interface_name(self, taken: set[str]) -> str:
+        taken = taken | self.host.interface_names()
+        return next(f"{INTERFACE_PREFIX}{i}" for i in range(len(taken) + 1)
+                    if f"{INTERFACE_PREFIX}{i}" not in taken)
+
+    def check_network(self, net: Network) -> None:
+        if net.type == "custom":
+            raise InvalidInput("network type 'custom' is not supported yet: use bridge or loopback")
+        if len(net.name) > 63:  # an anchor path component holds 63 characters
+            raise InvalidInput(f"invalid network name {net.name!r}: at most 63 characters on FreeBSD (pf anchor)")
+
+    # networks
+
+    def plan_create_network(self, net: Network, before: list[Network], after: list[Network],
+                            endpoints: list[Endpoint]) -> Plan:
+        plan = Plan("network-create")
+        plan.extend(self._plan_network_interface(net))
+        plan.extend(self._plan_forwarding(after))
+        plan.extend(self._plan_anchors(after, endpoints, [net] + [n for n in before if n.subnet or n.subnet6],
+                                       before))
+        return plan
+
+    def _plan_network_interface(self, net: Network) -> Plan:
+        plan = Plan("network-interface")
+        name = net.interface
+        cloner = "bridge" if net.type == "bridge" else "lo"
+        self._step(plan, ["ifconfig", cloner, "create", "name", name], ["ifconfig", name, "destroy"])
+        self._step(plan, ["ifconfig", name, "group", GROUP, "description", f"kleenenet:{net.name}", "up"])
+        for gw, subnet in ((net.gateway, net.subnet), (net.gateway6, net.subnet6)):
+            if gw:
+                prefix = ipaddress.ip_network(subnet).prefixlen
+                self._step(plan, ["ifconfig", name, _inet(_family(gw)), f"{gw}/{prefix}", "alias"])
+        return plan
+
+    def _plan_forwarding(self, networks: list[Network]) -> Plan:
+        """Bridge networks route their jails' traffic: turn forwarding on when one needs it, never
+        off. (ipnet jails' traffic is the host's own and needs no forwarding.)"""
+        plan = Plan("forwarding")
+        routed = [n for n in networks if n.type == "bridge" and not n.internal]
+        for version, attr in ((4, "subnet"), (6, "subnet6")):
+            key = FORWARDING[version]
+            if any(getattr(n, attr) for n in routed):
+                before = self.host.sysctl(key)
+                if before != "1":
+                    self._step(plan, ["sysctl", f"{key}=1"], ["sysctl", f"{key}={before}"])
+        return plan
+
+    def _members(self, net: Network, endpoints: list[Endpoint]) -> list[str]:
+        return [a for ep in endpoints if ep.epair and ep.network_id == net.id
+                for a in (ep.ip_address, ep.ip_address6) if a]
+
+    def _plan_anchors(self, after: list[Network], endpoints: list[Endpoint], changed: list[Network],
+                      before: list[Network] | None = None) -> Plan:
+        """Load the anchors of `changed` networks: all checked with `pfctl -n` first, then loaded;
+        undone by loading what was there before (or flushing an anchor that was new)."""
+        plan = Plan("pf")
+        loads = []
+        before_ids = {n.id for n in before} if before is not None else None
+        for net in changed:
+            text = pf.render(net, after, self._members(net, endpoints))
+            if before_ids is not None and net.id in before_ids:
+                old = pf.render(net, before, self._members(net, endpoints))
+                undo = lambda net=net, old=old: self.runner.run(["pfctl", "-a", pf.anchor(net), "-f", "-"], old)
+            else:
+                undo = lambda net=net: self.runner.run(["pfctl", "-a", pf.anchor(net), "-F", "all"])
+            self._step(plan, ["pfctl", "-n", "-a", pf.anchor(net), "-f", "-"], stdin=text)
+            loads.append((net, text, undo))
+        for net, text, undo in loads:
+            argv = ["pfctl", "-a", pf.anchor(net), "-f", "-"]
+            plan.add(command_text(argv, text), lambda argv=argv, text=text: self.runner.run(argv, text), undo)
+        return plan
+
+    def plan_remove_network(self, net: Network, before: list[Network], after: list[Network],
+                            endpoints: list[Endpoint]) -> Plan:
+        plan = Plan("network-remove")
+        old = pf.render(net, before, [])
+        flush = ["pfctl", "-a", pf.anchor(net), "-F", "all"]
+        plan.add(command_text(flush), lambda: self.runner.run(flush),
+                 lambda: self.runner.run(["pfctl", "-a", pf.anchor(net), "-f", "-"], old))
+        plan.extend(self._plan_anchors(after, endpoints, [n for n in after if net.subnet or net.subnet6], before))
+        self._step(plan, ["ifconfig", net.interface, "destroy"])  # last: nothing after it can fail
+        return plan
+
+    # endpoints
+
+    def check_attach(self, net: Network, c: Container) -> None:
+        if c.network_driver == "vnet" and net.type != "bridge":
+            raise InvalidInput(f"container {c.name!r} is a vnet jail: it can join bridge networks only, "
+                               f"not the {net.type} network {net.name!r} (use -l ipnet)")
+
+    def plan_attach(self, net: Network, ep: Endpoint, c: Container, cif: str | None = None,
+                    others: list[Endpoint] = (), wiring=None) -> Plan:
+        """Wire endpoint `ep` into the running jail of `c`. `others`: its endpoints already wired;
+        `wiring()`: all networks and wired endpoints (read only when an anchor must be rendered)."""
+        self.check_attach(net, c)
+        plan = Plan("connect")
+        if c.network_driver == "vnet":
+            plan.extend(self._plan_epair(net, ep, c, others))
+        else:
+            for addr in (ep.ip_address, ep.ip_address6):
+                if addr:
+                    full = 32 if _family(addr) == 4 else 128
+                    self._step(plan, ["ifconfig", net.interface, _inet(_family(addr)), f"{addr}/{full}", "alias"],
+                               ["ifconfig", net.interface, _inet(_family(addr)), addr, "-alias"])
+            plan.extend(self._plan_jail_addresses(c, others, [], [ep]))
+        plan.extend(self._plan_members(net, ep, wiring, add=True))
+        return plan
+
+    def _plan_epair(self, net: Network, ep: Endpoint, c: Container, others: list[Endpoint]) -> Plan:
+        plan = Plan("epair")
+        base = endpoint_ifname(ep)
+        host_end, jail_end, jail = base + "a", base + "b", jail_name(c)
+
+        def create():
+            # `ifconfig epair create` prints the a end; the b end has the same number.
+            a = self.runner.run(["ifconfig", "epair", "create"]).strip()
+            try:
+                self.runner.run(["ifconfig", a, "name", host_end])
+                self.runner.run(["ifconfig", a[:-1] + "b", "name", jail_end])
+            except HostError:
+                self.runner.run(["ifconfig", a if not self.interface_exists(host_end) else host_end, "destroy"])
+                raise
+        plan.add(f"ifconfig epair create  # prints epairNa\nifconfig epairNa name {host_end}\n"
+                 f"ifconfig epairNb name {jail_end}", create,
+                 lambda: self.runner.run(["ifconfig", host_end, "destroy"]))  # takes the b end along
+        self._step(plan, ["ifconfig", jail_end, "ether", stable_mac(net.id, c.id)])
+        self._step(plan, ["ifconfig", host_end, "group", GROUP, "description",
+                          f"kleenenet:{net.name}:{c.name}", "up"])
+        bridge = ["ifconfig", net.interface, "addm", host_end]
+        if not net.icc:
+            bridge += ["private", host_end]  # members reach the gateway, not each other
+        self._step(plan, bridge, ["ifconfig", net.interface, "deletem", host_end])
+        self._step(plan, ["ifconfig", jail_end, "vnet", jail], ["ifconfig", jail_end, "-vnet", jail])
+        for addr, subnet in ((ep.ip_address, net.subnet), (ep.ip_address6, net.subnet6)):
+            if addr:
+                prefix = ipaddress.ip_network(subnet).prefixlen
+                self._step(plan, ["ifconfig", "-j", jail, jail_end, _inet(_family(addr)), f"{addr}/{prefix}", "alias"])
+        self._step(plan, ["ifconfig", "-j", jail, jail_end, "up"])
+        has_default = {_family(a) for e in others for a in (e.ip_address, e.ip_address6) if a and e.epair}
+        for gw in (net.gateway, net.gateway6):
+            if gw and _family(gw) not in has_default:  # the first network with a gateway routes
+                self._step(plan, ["route", "-j", jail, "add", f"-{_inet(_family(gw))}", "default", gw])
+        return plan
+
+    def _plan_jail_addresses(self, c: Container, others: list[Endpoint], removed: list[Endpoint],
+                             added: list[Endpoint]) -> Plan:
+        """An ipnet jail's address lists are set whole with `jail -m`, keeping their order (the
+        first address is the one 127.0.0.1 maps to)."""
+        plan = Plan("jail-addresses")
+        jail = jail_name(c)
+        current = self.host.jails().get(jail)
+        for version, param in ((4, "ip4.addr"), (6, "ip6.addr")):
+            if current is not None:  # the kernel's list
+                old = current.ipv4 if version == 4 else current.ipv6
+            else:  # a jail this plan creates: the endpoints wired before this one
+                old = [a for e in others for a in (e.ip_address, e.ip_address6) if a and _family(a) == version]
+            gone = {a for e in removed for a in (e.ip_address, e.ip_address6)}
+            new = [a for a in old if a not in gone] + [a for e in added for a in (e.ip_address, e.ip_address6)
+                                                       if a and _family(a) == version and a not in old]
+            if old != new:
+                self._step(plan, ["jail", "-m", f"name={jail}", f"{param}={','.join(new)}"],
+                           ["jail", "-m", f"name={jail}", f"{param}={','.join(old)}"])
+        return plan
+
+    def _plan_members(self, net: Network, ep: Endpoint, wiring, add: bool) -> Plan:
+        plan = Plan("pf-members")
+        addrs = [a for a in (ep.ip_address, ep.ip_address6) if a]
+        if pf.needs_reload_per_member(net):
+            networks, endpoints = wiring()
+            rest = [e for e in endpoints if e.id != ep.id]
+            wired = ep.model_copy(update={"epair": endpoint_ifname(ep)})
+            old = pf.render(net, networks, self._members(net, rest if add else rest + [wired]))
+            new = pf.render(net, networks, self._members(net, rest + [wired] if add else rest))
+            argv = ["pfctl", "-a", pf.anchor(net), "-f", "-"]
+            plan.add(command_text(argv, new), lambda: self.runner.run(argv, new), lambda: self.runner.run(argv, old))
+            return plan
+        base = ["pfctl", "-a", pf.anchor(net), "-t", pf.table(net), "-T"]
+        self._step(plan, base + ["add" if add else "delete", *addrs], base + ["delete" if add else "add", *addrs])
+        return plan
+
+    def plan_detach(self, net: Network, ep: Endpoint, c: Container, others: list[Endpoint] = (),
+                    wiring=None) -> Plan:
+        plan = Plan("disconnect")
+        plan.extend(self._plan_members(net, ep, wiring, add=False))
+        if c.network_driver == "vnet":
+            self._step(plan, ["ifconfig", endpoint_ifname(ep) + "a", "destroy"], note="takes the jail's end along")
+            return plan
+        if c.running and jail_name(c) in self.host.jails():  # (a stopping jail is removed anyway)
+            plan.extend(self._plan_jail_addresses(c, others, [ep], []))
+        for addr in (ep.ip_address, ep.ip_address6):
+            if addr:
+                full = 32 if _family(addr) == 4 else 128
+                self._step(plan, ["ifconfig", net.interface, _inet(_family(addr)), addr, "-alias"],
+                           ["ifconfig", net.interface, _inet(_family(addr)), f"{addr}/{full}", "alias"])
+        return plan
+
+    def endpoint_exists(self, net: Network, ep: Endpoint, c: Container) -> bool:
+        if c.network_driver == "vnet":
+            return self.interface_exists(endpoint_ifname(ep) + "a")
+        iface = self.host.interfaces().get(net.interface)
+        present = {str(a.ip) for a in (*iface.inet, *iface.inet6)} if iface else set()
+        return all(a in present for a in (ep.ip_address, ep.ip_address6) if a)
+
+    endpoint_ifname = staticmethod(endpoint_ifname)
+
+    def replace_firewall(self, networks: list[Network], endpoints: list[Endpoint]) -> None:
+        for net in networks:
+            self.runner.run(["pfctl", "-a", pf.anchor(net), "-f", "-"], pf.render(net, networks, self._members(net, endpoints)))
+
+    # containers
+
+    def check_container(self, c: Container) -> None:
+        for param in c.jail_param:
+            if not JAIL_PARAM_RE.fullmatch(param):
+                raise InvalidInput(f"invalid jail parameter {param!r}: use KEY=VALUE or KEY, e.g. allow.raw_sockets")
+            key = param.partition("=")[0]
+            if key in OWN_JAIL_PARAMS or key.startswith("vnet."):
+                raise InvalidInput(f"invalid jail parameter {param!r}: kleenenet sets {key} from the "
+                                   "container's name, driver and networks")
+
+    def plan_new_namespace(self, c: Container) -> Plan:
+        """The jail, created persistent so it can be wired before its command starts."""
+        plan = Plan("jail")
+        jail = jail_name(c)
+        params = {"ipnet": ["ip4=new", "ip6=new"], "vnet": ["vnet"], "host": ["ip4=inherit", "ip6=inherit"],
+                  "disabled": ["ip4=disable", "ip6=disable"]}[c.network_driver]
+        path = [] if any(p.startswith("path=") for p in c.jail_param) else ["path=/"]
+        self._step(plan, ["jail", "-c", f"name={jail}", *path, f"host.hostname={c.name}", "persist",
+                          *params, *c.jail_param], ["jail", "-r", jail])
+        if c.network_driver == "vnet":
+            self._step(plan, ["ifconfig", "-j", jail, "lo0", "inet", "127.0.0.1/8", "up"])
+        return plan
+
+    def spawn(self, c: Container, detach: bool, log: Path | None) -> JailProcess:
+        return JailProcess(self, c, detach, log)
+
+    def start_text(self, c: Container) -> str:
+        return command_text(["jexec", jail_name(c), *c.cmd])
+
+    def alive(self, c: Container) -> bool:
+        return self.host.jail_has_processes(jail_name(c))
+
+    def terminate(self, c: Container, timeout: float) -> None:
+        """jail -r: the jail's stop hooks, SIGTERM, and SIGKILL after stop.timeout."""
+        if jail_name(c) in self.host.jails():
+            self.runner.run(["jail", "-r", jail_name(c)])
+
+    def plan_stop(self, c: Container) -> Plan:
+        """Remove the jail (kept by `persist` after its command exited), if it is still there."""
+        plan = Plan("stop")
+        jail = jail_name(c)
+        plan.add(command_text(["jail", "-r", jail]),
+                 lambda: self.runner.run(["jail", "-r", jail]) if jail in self.host.jails() else None)
+        return plan
+
+    def exec_in(self, c: Container, cmd: list[str]) -> None:
+        argv = ["jexec", jail_name(c), *cmd]
+        try:
+            os.execvp(argv[0], argv)
+        except OSError as e:
+            raise HostError(f"cannot run jexec: {e.strerror}") from None
+
+    # reconcile
+
+    def plan_reconcile(self, networks: list[Network], endpoints: list[Endpoint],
+                       running: list[Container]) -> Plan:
+        """Recreate missing network interfaces and gateway addresses; remove the jails, interfaces,
+        aliases and anchors of kleenenet that nothing owns; load every network's anchor again."""
+        plan = Plan("reconcile")
+        owned = {jail_name(c) for c in running}
+        for name in sorted(self.host.jails()):
+            if name.startswith(JAIL_PREFIX) and name not in owned and re.fullmatch(r"kn[0-9a-f]{12}", name):
+                self._step(plan, ["jail", "-r", name], note="leftover")
+        wanted = {n.interface for n in networks} | {ep.epair + "a" for ep in endpoints if ep.epair}
+        for name in sorted(self.host.group_members(GROUP) - wanted):
+            self._step(plan, ["ifconfig", name, "destroy"], note="leftover")
+        interfaces = self.host.interfaces()
+        for net in networks:
+            iface = interfaces.get(net.interface)
+            if iface is None:
+                plan.extend(self._plan_network_interface(net))
+                continue
+            present = {str(a) for a in (*iface.inet, *iface.inet6)}
+            keep = {net.gateway, net.gateway6} | {a for ep in endpoints if ep.network_id == net.id
+                                                  for a in (ep.ip_address, ep.ip_address6)}
+            for addr in (*iface.inet, *iface.inet6):
+                if str(addr.ip) not in keep and not addr.is_link_local:
+                    self._step(plan, ["ifconfig", net.interface, _inet(addr.version), str(addr.ip), "-alias"],
+                               note="leftover")
+            for gw, subnet in ((net.gateway, net.subnet), (net.gateway6, net.subnet6)):
+                prefix = ipaddress.ip_network(subnet).prefixlen if gw else None
+                if gw and f"{gw}/{prefix}" not in present:
+                    self._step(plan, ["ifconfig", net.interface, _inet(_family(gw)), f"{gw}/{prefix}", "alias"])
+            if not iface.up:
+                self._step(plan, ["ifconfig", net.interface, "up"])
+        names = {n.name for n in networks}
+        for path in self.host.anchors(pf.ANCHOR_ROOT):
+            if path.rpartition("/")[2] not in names:
+                self._step(plan, ["pfctl", "-a", path, "-F", "all"], note="leftover")
+        plan.extend(self._plan_forwarding(networks))
+        for net in networks:
+            argv = ["pfctl", "-a", pf.anchor(net), "-f", "-"]
+            text = pf.render(net, networks, self._members(net, endpoints))
+            plan.add(command_text(argv, text), lambda argv=argv, text=text: self.runner.run(argv, text))
+        return plan

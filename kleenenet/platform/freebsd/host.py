@@ -1,0 +1,129 @@
+"""How kleenenet talks to a FreeBSD host: every command goes through a Runner, and what kleenenet
+reads back goes through the parsers. Tests replace the Runner with a simulated host; on any other
+system a PreviewRunner answers the read-only questions as a blank FreeBSD host would, so
+`--platform freebsd --dry-run` shows the FreeBSD plan anywhere."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+from kleenenet.errors import HostError, KleenenetError
+from kleenenet.platform.freebsd import parsers
+
+
+def command_text(argv: list[str], stdin: str | None = None) -> str:
+    """A command as a shell would read it (what plans print)."""
+    text = shlex.join(argv)
+    return f"{text} <<'EOF'\n{stdin}EOF" if stdin is not None else text
+
+
+class Runner:
+    """Runs commands on this host."""
+
+    def run(self, argv: list[str], stdin: str | None = None) -> str:
+        try:
+            done = subprocess.run(argv, input=stdin, capture_output=True, text=True)
+        except OSError as e:
+            raise HostError(f"{shlex.join(argv)}: {e.strerror}") from None
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+            hint = " (is pf loaded? see kleenenet doctor)" if argv[0] == "pfctl" and "/dev/pf" in lines[-1] else ""
+            raise HostError(f"{shlex.join(argv)}: {lines[-1]}{hint}")
+        return done.stdout
+
+    def succeeds(self, argv: list[str]) -> bool:
+        """Whether a query command exits 0 (e.g. pgrep: is any process in this jail?)."""
+        return subprocess.run(argv, capture_output=True).returncode == 0
+
+    def start(self, argv: list[str], log: Path | None) -> subprocess.Popen:
+        """Start a long-running command: in the foreground with our terminal, or detached with
+        its output in `log`."""
+        if log is None:
+            return subprocess.Popen(argv)
+        with open(log, "ab") as out:
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True)
+
+
+PREVIEW_IFCONFIG = """\
+em0: flags=8863<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST> metric 0 mtu 1500
+\tether 02:00:00:00:00:01
+\tinet 192.0.2.2 netmask 0xffffff00 broadcast 192.0.2.255
+lo0: flags=8049<UP,LOOPBACK,RUNNING,MULTICAST> metric 0 mtu 16384
+\tinet 127.0.0.1 netmask 0xff000000
+\tinet6 ::1 prefixlen 128
+\tgroups: lo
+"""
+PREVIEW_ROUTES = json.dumps({"statistics": {"route-information": {"route-table": {"rt-family": [
+    {"address-family": "Internet", "rt-entry": [
+        {"destination": "default", "gateway": "192.0.2.1", "flags": "UGS", "interface-name": "em0"},
+        {"destination": "127.0.0.1", "gateway": "lo0", "flags": "UHS", "interface-name": "lo0"},
+        {"destination": "192.0.2.0/24", "gateway": "link#1", "flags": "U", "interface-name": "em0"},
+    ]}]}}}})
+
+
+class PreviewRunner(Runner):
+    """Not FreeBSD: answer queries as a blank FreeBSD host (em0 with the default route, lo0, pf
+    enabled, no jails, forwarding off) and refuse to change anything."""
+
+    ANSWERS = {
+        ("ifconfig", "-l"): "em0 lo0\n",
+        ("ifconfig", "-a"): PREVIEW_IFCONFIG,
+        ("ifconfig", "-g", "kleenenet"): "",
+        ("netstat", "-rn", "--libxo", "json"): PREVIEW_ROUTES,
+        ("jls", "--libxo", "json", "-v"): json.dumps({"__version": "2", "jail-information": {"jail": []}}),
+        ("sysctl", "-n", "net.inet.ip.forwarding"): "0\n",
+        ("sysctl", "-n", "net.inet6.ip6.forwarding"): "0\n",
+        ("pfctl", "-a", "kleenenet", "-s", "Anchors"): "",
+    }
+
+    def run(self, argv: list[str], stdin: str | None = None) -> str:
+        answer = self.ANSWERS.get(tuple(argv))
+        if answer is None:
+            raise KleenenetError(f"cannot run {shlex.join(argv)}: this is not FreeBSD "
+                                 "(--platform freebsd only shows plans here: add --dry-run)")
+        return answer
+
+    def succeeds(self, argv: list[str]) -> bool:
+        return False
+
+    def start(self, argv: list[str], log: Path | None) -> subprocess.Popen:
+        raise KleenenetError("this is not FreeBSD: --platform freebsd only shows plans here (add --dry-run)")
+
+
+class Host:
+    """What kleenenet reads from the host."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+
+    def interface_names(self) -> set[str]:
+        return set(self.runner.run(["ifconfig", "-l"]).split())
+
+    def interfaces(self) -> dict[str, parsers.Interface]:
+        return parsers.parse_ifconfig(self.runner.run(["ifconfig", "-a"]))
+
+    def group_members(self, group: str) -> set[str]:
+        """Interfaces in an interface group (kleenenet puts its own in group `kleenenet`)."""
+        return set(self.runner.run(["ifconfig", "-g", group]).split())
+
+    def routes(self):
+        return parsers.parse_routes(self.runner.run(["netstat", "-rn", "--libxo", "json"]))
+
+    def default_route_interface(self) -> str | None:
+        return parsers.default_route_interface(self.runner.run(["netstat", "-rn", "--libxo", "json"]))
+
+    def jails(self) -> dict[str, parsers.Jail]:
+        return {j.name: j for j in parsers.parse_jls(self.runner.run(["jls", "--libxo", "json", "-v"]))}
+
+    def jail_has_processes(self, name: str) -> bool:
+        return self.runner.succeeds(["pgrep", "-j", name, "."])
+
+    def sysctl(self, key: str) -> str:
+        return self.runner.run(["sysctl", "-n", key]).strip()
+
+    def anchors(self, parent: str) -> list[str]:
+        return parsers.parse_anchors(self.runner.run(["pfctl", "-a", parent, "-s", "Anchors"]))
