@@ -19,9 +19,10 @@ from kleenenet.model import AUTO, HOST_GATEWAY, NETWORK_DRIVERS, NETWORK_TYPES
 
 
 class Context:
-    def __init__(self, state_dir: str | None, platform: str | None):
+    def __init__(self, state_dir: str | None, platform: str | None, dry_run: bool):
         self.state_dir = state_dir
         self.platform_name = platform
+        self.dry_run = dry_run
 
     @cached_property
     def store(self):
@@ -44,7 +45,8 @@ class Context:
     def service(self, dry_run: bool = False):
         from kleenenet.service import Service
 
-        return Service(self.store, _Deferred(lambda: self.platform), dry_run=dry_run, out=click.echo)
+        return Service(self.store, _Deferred(lambda: self.platform), dry_run=dry_run or self.dry_run,
+                       out=click.echo)
 
 
 class _Deferred:
@@ -91,11 +93,12 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
               help="State directory [env KLEENENET_STATE_DIR; /var/lib/kleenenet on Linux].")
 @click.option("--platform", type=click.Choice(["linux", "freebsd"]), default=None,
               help="Platform to plan for (default: this machine's).")
+@click.option("--dry-run", is_flag=True, help="Print the plan of a changing command; change nothing.")
 @click.version_option(package_name="kleenenet")
 @click.pass_context
-def cli(ctx, state_dir, platform):
+def cli(ctx, state_dir, platform, dry_run):
     """Container network manager for FreeBSD jails and Linux network namespaces."""
-    ctx.obj = Context(state_dir, platform)
+    ctx.obj = Context(state_dir, platform, dry_run)
 
 
 # networks
@@ -125,7 +128,7 @@ def network_create(obj, name, type_, subnet, subnet6, gw, gw6, interface, nat_if
     net = obj.service(dry_run).create_network(
         name, type_, subnet=subnet, subnet6=subnet6, interface=interface, gateway=gw, gateway6=gw6,
         nat="" if no_nat else nat_if, icc=icc, internal=internal)
-    if not dry_run:
+    if not (dry_run or obj.dry_run):
         click.echo(net.id)
 
 
@@ -157,7 +160,7 @@ def network_rm(obj, networks, dry_run):
     """Remove networks that have no containers."""
     for n in networks:
         nid = obj.service(dry_run).remove_network(n)
-        if not dry_run:
+        if not (dry_run or obj.dry_run):
             click.echo(nid)
 
 
@@ -167,7 +170,7 @@ def network_rm(obj, networks, dry_run):
 def network_prune(obj, dry_run):
     """Remove every network without containers."""
     for nid in obj.service(dry_run).prune_networks():
-        if not dry_run:
+        if not (dry_run or obj.dry_run):
             click.echo(nid)
 
 
@@ -255,7 +258,7 @@ def stop(obj, containers, timeout, dry_run):
     """Stop running containers (SIGTERM, then SIGKILL)."""
     for c in containers:
         cid = obj.service(dry_run).stop(c, timeout)
-        if not dry_run:
+        if not (dry_run or obj.dry_run):
             click.echo(cid)
 
 
@@ -268,7 +271,7 @@ def rm(obj, containers, force, dry_run):
     """Remove containers and release their addresses."""
     for c in containers:
         cid = obj.service(dry_run).remove(c, force)
-        if not dry_run:
+        if not (dry_run or obj.dry_run):
             click.echo(cid)
 
 
@@ -286,6 +289,19 @@ def inspect(obj, container):
 def reconcile(obj, dry_run):
     """Make the host match the state: recreate what is missing, remove kleenenet's leftovers."""
     obj.service(dry_run).reconcile()
+
+
+@cli.command()
+@pass_ctx
+def doctor(obj):
+    """Check that the host is ready for kleenenet; print what to change where it is not."""
+    found = obj.platform.doctor(obj.store.networks())
+    for check in found:
+        mark = {True: "ok  ", False: "FAIL", None: "warn"}[check.ok]
+        click.echo(f"{mark}  {check.what}")
+        if check.advice:
+            click.echo(f"      -> {check.advice}")
+    sys.exit(1 if any(c.ok is False for c in found) else 0)
 
 
 def main() -> None:

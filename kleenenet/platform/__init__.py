@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 from kleenenet.errors import InvalidInput
 
 PLATFORMS = ("linux", "freebsd")
+
+
+@dataclass
+class Check:
+    """One finding of `kleenenet doctor`."""
+
+    ok: bool | None  # None: a warning, not a failure
+    what: str
+    advice: str = ""
 
 
 def native() -> str:

@@ -19,7 +19,7 @@ from kleenenet.errors import HostError
 from kleenenet.platform.freebsd.host import Runner
 
 QUERIES = (("ifconfig", "-l"), ("ifconfig", "-a"), ("ifconfig", "-g"), ("netstat",), ("jls",),
-           ("sysctl", "-n"), ("pgrep",))
+           ("sysctl", "-n"), ("pgrep",), ("kldstat",))
 
 
 def _is_query(argv: list[str]) -> bool:
@@ -39,8 +39,15 @@ class SimulatedFreeBSD(Runner):
             "jails": {},
             "anchors": {},  # path -> loaded text
             "tables": {},  # (anchor, table) -> sorted member list
-            "sysctl": {"net.inet.ip.forwarding": "0", "net.inet6.ip6.forwarding": "0"},
+            "sysctl": {"net.inet.ip.forwarding": "0", "net.inet6.ip6.forwarding": "0",
+                       "net.link.bridge.pfil_member": "1", "net.link.bridge.pfil_bridge": "0"},
             "routes": {"default": "em0"},
+            # what doctor looks at: the user's side of pf, and kernel modules
+            "modules": {"pf", "if_bridge"},
+            "pf_enabled": True,
+            "main": {"nat": 'nat-anchor "kleenenet/*" all\nrdr-anchor "kleenenet/*" all\n',
+                     "rules": 'anchor "kleenenet/*" all\npass all flags S/SA keep state\n'},
+            "skip": [],
         }
         self.log: list[str] = []  # the changing commands run
         self.started: list[str] = []  # the containers' commands
@@ -65,6 +72,8 @@ class SimulatedFreeBSD(Runner):
         return handler(argv[1:], stdin) or ""
 
     def succeeds(self, argv: list[str]) -> bool:
+        if argv[:3] == ["kldstat", "-q", "-m"]:
+            return argv[3] in self.state["modules"]
         if argv[:2] == ["pgrep", "-j"]:
             jail = self.state["jails"].get(argv[2])
             return bool(jail and jail["processes"])
@@ -271,6 +280,13 @@ class SimulatedFreeBSD(Runner):
 
     def _pfctl(self, args, stdin) -> str:
         opts = dict(zip(args[::2], args[1::2])) if "-n" not in args else {}
+        if args[:2] == ["-s", "info"]:
+            return f"Status: {'Enabled' if self.state['pf_enabled'] else 'Disabled'} for 0 days 00:10:00    Debug: Urgent\n"
+        if args[:1] == ["-s"] and args[1] in self.state["main"]:
+            return self.state["main"][args[1]]
+        if args[:2] == ["-s", "Interfaces"]:
+            return "".join(f"{i}{' (skip)' if i in self.state['skip'] else ''}\n"
+                           for i in ["all", "lo", *self.state["interfaces"]])
         if args[0] == "-n":
             self._check_ruleset(stdin)
             return ""

@@ -280,3 +280,35 @@ def test_bad_container_input_runs_nothing(bench, kwargs, message):
         bench.svc().run(["true"], **{"driver": "ipnet", "networks": ("testnet",), "detach": True, **kwargs})
     assert bench.host.snapshot() == before and len(bench.host.log) == log
     assert bench.store.containers() == []
+
+
+def doctor_report(bench) -> dict[str, bool | None]:
+    return {c.what: c.ok for c in bench.platform.doctor(bench.store.networks())}
+
+
+def test_doctor_on_a_ready_host(bench):
+    net_bridge(bench.svc())
+    report = doctor_report(bench)
+    assert report['the main ruleset has nat-anchor "kleenenet/*"'] is True
+    assert report['the main ruleset has anchor "kleenenet/*"'] is True
+    assert report["pf filters lo0 (traffic between ipnet jails)"] is True
+    assert report["net.inet.ip.forwarding=1"] is True  # the bridge network turned it on
+    assert report["net.link.bridge.pfil_member=1"] is None  # a warning, with advice
+    assert False not in report.values()
+
+
+def test_doctor_says_what_to_add(bench):
+    net_loopback(bench.svc())
+    bench.host.state["main"]["nat"] = 'nat-anchor "other/*" all\n'
+    bench.host.state["pf_enabled"] = False
+    bench.host.state["skip"] = ["lo0"]
+    found = {c.what: c for c in bench.platform.doctor(bench.store.networks())}
+    assert found["pf is disabled"].advice.startswith("enable it with `pfctl -e`")
+    missing = found['the main ruleset lacks nat-anchor "kleenenet/*"']
+    assert missing.ok is False and 'add `nat-anchor "kleenenet/*"` to /etc/pf.conf' in missing.advice
+    assert found['the main ruleset lacks rdr-anchor "kleenenet/*"'].ok is False
+    assert found['the main ruleset has anchor "kleenenet/*"'].ok is True
+    skip = next(c for w, c in found.items() if w.startswith("pf skips lo0"))
+    assert skip.ok is False  # a loopback network exists: its isolation would not hold
+    bench.host.state["modules"].discard("pf")
+    assert [(c.ok, c.what) for c in bench.platform.doctor([])] == [(False, "pf is not loaded")]

@@ -138,6 +138,11 @@ class FreeBSDPlatform:
         return next(f"{INTERFACE_PREFIX}{i}" for i in range(len(taken) + 1)
                     if f"{INTERFACE_PREFIX}{i}" not in taken)
 
+    def doctor(self, networks: list[Network]):
+        from kleenenet.platform.freebsd.doctor import checks
+
+        return checks(self.runner, networks)
+
     def check_network(self, net: Network) -> None:
         if net.type == "custom":
             raise InvalidInput("network type 'custom' is not supported yet: use bridge or loopback")

@@ -94,6 +94,13 @@ class PreviewRunner(Runner):
         raise KleenenetError("this is not FreeBSD: --platform freebsd only shows plans here (add --dry-run)")
 
 
+def _parsed(parse, text: str, *args):
+    try:
+        return parse(text, *args)
+    except ValueError as e:
+        raise HostError(f"unexpected output: {e}") from None
+
+
 class Host:
     """What kleenenet reads from the host."""
 
@@ -104,20 +111,20 @@ class Host:
         return set(self.runner.run(["ifconfig", "-l"]).split())
 
     def interfaces(self) -> dict[str, parsers.Interface]:
-        return parsers.parse_ifconfig(self.runner.run(["ifconfig", "-a"]))
+        return _parsed(parsers.parse_ifconfig, self.runner.run(["ifconfig", "-a"]))
 
     def group_members(self, group: str) -> set[str]:
         """Interfaces in an interface group (kleenenet puts its own in group `kleenenet`)."""
         return set(self.runner.run(["ifconfig", "-g", group]).split())
 
     def routes(self):
-        return parsers.parse_routes(self.runner.run(["netstat", "-rn", "--libxo", "json"]))
+        return _parsed(parsers.parse_routes, self.runner.run(["netstat", "-rn", "--libxo", "json"]))
 
     def default_route_interface(self) -> str | None:
-        return parsers.default_route_interface(self.runner.run(["netstat", "-rn", "--libxo", "json"]))
+        return _parsed(parsers.default_route_interface, self.runner.run(["netstat", "-rn", "--libxo", "json"]))
 
     def jails(self) -> dict[str, parsers.Jail]:
-        return {j.name: j for j in parsers.parse_jls(self.runner.run(["jls", "--libxo", "json", "-v"]))}
+        return {j.name: j for j in _parsed(parsers.parse_jls, self.runner.run(["jls", "--libxo", "json", "-v"]))}
 
     def jail_has_processes(self, name: str) -> bool:
         return self.runner.succeeds(["pgrep", "-j", name, "."])
@@ -126,4 +133,4 @@ class Host:
         return self.runner.run(["sysctl", "-n", key]).strip()
 
     def anchors(self, parent: str) -> list[str]:
-        return parsers.parse_anchors(self.runner.run(["pfctl", "-a", parent, "-s", "Anchors"]))
+        return _parsed(parsers.parse_anchors, self.runner.run(["pfctl", "-a", parent, "-s", "Anchors"]))

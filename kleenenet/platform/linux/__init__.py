@@ -86,6 +86,22 @@ class LinuxPlatform:
     def free_interface_name(self, taken: set[str]) -> str:
         return self.nl.free_name(INTERFACE_PREFIX, taken)
 
+    def doctor(self, networks: list[Network]):
+        from kleenenet.platform import Check
+
+        found = []
+        try:
+            self.nft
+            found.append(Check(True, "libnftables is usable"))
+        except Exception as e:
+            found.append(Check(False, f"libnftables is not usable: {e}", "install nftables (apt install nftables)"))
+        for key, attr in (("net.ipv4.ip_forward", "subnet"), ("net.ipv6.conf.all.forwarding", "subnet6")):
+            if any(getattr(n, attr) for n in networks if n.type == "loopback" or not n.internal):
+                on = _sysctl_path(key).read_text().strip() == "1"
+                found.append(Check(True if on else None, f"{key}={'1' if on else '0'}",
+                                   "" if on else "kleenenet turns it on with its networks: run kleenenet reconcile"))
+        return found
+
     def check_network(self, net: Network) -> None:
         if net.type == "custom":
             raise InvalidInput("network type 'custom' is not supported on Linux yet: use bridge or loopback")
