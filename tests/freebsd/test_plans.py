@@ -312,3 +312,26 @@ def test_doctor_says_what_to_add(bench):
     assert skip.ok is False  # a loopback network exists: its isolation would not hold
     bench.host.state["modules"].discard("pf")
     assert [(c.ok, c.what) for c in bench.platform.doctor([])] == [(False, "pf is not loaded")]
+
+
+def test_reconcile_puts_running_jails_back_on_a_recreated_bridge(bench):
+    s = bench.svc()
+    net_bridge(s)
+    run_vnet(s)
+    del bench.host.state["interfaces"]["kleene0"]  # destroyed behind kleenenet's back
+    s.reconcile()
+    bridge = bench.host.state["interfaces"]["kleene0"]
+    assert bridge["members"] == ["kv000000000003a"] and bridge["private"] == ["kv000000000003a"]
+    assert bridge["addrs"] == ["10.5.0.1/24"]
+
+
+def test_reconcile_resets_a_jail_address_list_left_by_a_crash(bench):
+    s = bench.svc()
+    net_loopback(s)
+    run_ipnet(s)
+    jail = bench.host.state["jails"]["kn000000000002"]
+    jail["params"]["ip4.addr"] = "10.2.3.1,10.2.3.9"  # a connect that died before its commit
+    bench.host.state["interfaces"]["kleene0"]["addrs"].append("10.2.3.9/32")
+    s.reconcile()
+    assert jail["params"]["ip4.addr"] == "10.2.3.1"
+    assert bench.host.state["interfaces"]["kleene0"]["addrs"] == ["10.2.3.1/32", "fd00:2:3::1/128"]

@@ -251,25 +251,25 @@ class FreeBSDPlatform:
         base = endpoint_ifname(ep)
         host_end, jail_end, jail = base + "a", base + "b", jail_name(c)
 
+        description = f"kleenenet:{net.name}:{c.name}"
+
         def create():
-            # `ifconfig epair create` prints the a end; the b end has the same number.
+            # `ifconfig epair create` prints the a end; the b end has the same number. Both join
+            # group kleenenet at once, so reconcile recognises them whenever kleenenet stops.
             a = self.runner.run(["ifconfig", "epair", "create"]).strip()
             try:
-                self.runner.run(["ifconfig", a, "name", host_end])
-                self.runner.run(["ifconfig", a[:-1] + "b", "name", jail_end])
+                self.runner.run(["ifconfig", a, "name", host_end, "group", GROUP, "description", description])
+                self.runner.run(["ifconfig", a[:-1] + "b", "name", jail_end, "group", GROUP])
             except HostError:
                 self.runner.run(["ifconfig", a if not self.interface_exists(host_end) else host_end, "destroy"])
                 raise
-        plan.add(f"ifconfig epair create  # prints epairNa\nifconfig epairNa name {host_end}\n"
-                 f"ifconfig epairNb name {jail_end}", create,
+        plan.add(f"ifconfig epair create  # prints epairNa\n"
+                 f"ifconfig epairNa name {host_end} group {GROUP} description {description}\n"
+                 f"ifconfig epairNb name {jail_end} group {GROUP}", create,
                  lambda: self.runner.run(["ifconfig", host_end, "destroy"]))  # takes the b end along
         self._step(plan, ["ifconfig", jail_end, "ether", stable_mac(net.id, c.id)])
-        self._step(plan, ["ifconfig", host_end, "group", GROUP, "description",
-                          f"kleenenet:{net.name}:{c.name}", "up"])
-        bridge = ["ifconfig", net.interface, "addm", host_end]
-        if not net.icc:
-            bridge += ["private", host_end]  # members reach the gateway, not each other
-        self._step(plan, bridge, ["ifconfig", net.interface, "deletem", host_end])
+        self._step(plan, ["ifconfig", host_end, "up"])
+        self._step(plan, self._addm(net, host_end), ["ifconfig", net.interface, "deletem", host_end])
         self._step(plan, ["ifconfig", jail_end, "vnet", jail], ["ifconfig", jail_end, "-vnet", jail])
         for addr, subnet in ((ep.ip_address, net.subnet), (ep.ip_address6, net.subnet6)):
             if addr:
@@ -281,6 +281,13 @@ class FreeBSDPlatform:
             if gw and _family(gw) not in has_default:  # the first network with a gateway routes
                 self._step(plan, ["route", "-j", jail, "add", f"-{_inet(_family(gw))}", "default", gw])
         return plan
+
+    @staticmethod
+    def _addm(net: Network, member: str) -> list[str]:
+        argv = ["ifconfig", net.interface, "addm", member]
+        if not net.icc:
+            argv += ["private", member]  # members reach the gateway, not each other
+        return argv
 
     def _plan_jail_addresses(self, c: Container, others: list[Endpoint], removed: list[Endpoint],
                              added: list[Endpoint]) -> Plan:
@@ -404,14 +411,16 @@ class FreeBSDPlatform:
 
     def plan_reconcile(self, networks: list[Network], endpoints: list[Endpoint],
                        running: list[Container]) -> Plan:
-        """Recreate missing network interfaces and gateway addresses; remove the jails, interfaces,
-        aliases and anchors of kleenenet that nothing owns; load every network's anchor again."""
+        """Recreate missing network interfaces, gateway addresses and bridge members; reset running
+        jails' address lists; remove the jails, interfaces, aliases and anchors of kleenenet that
+        nothing owns; load every network's anchor again."""
         plan = Plan("reconcile")
-        owned = {jail_name(c) for c in running}
-        for name in sorted(self.host.jails()):
-            if name.startswith(JAIL_PREFIX) and name not in owned and re.fullmatch(r"kn[0-9a-f]{12}", name):
+        owned = {jail_name(c): c for c in running}
+        jails = self.host.jails()
+        for name in sorted(jails):
+            if name not in owned and re.fullmatch(JAIL_PREFIX + "[0-9a-f]{12}", name):
                 self._step(plan, ["jail", "-r", name], note="leftover")
-        wanted = {n.interface for n in networks} | {ep.epair + "a" for ep in endpoints if ep.epair}
+        wanted = {n.interface for n in networks} | {ep.epair + end for ep in endpoints if ep.epair for end in "ab"}
         for name in sorted(self.host.group_members(GROUP) - wanted):
             self._step(plan, ["ifconfig", name, "destroy"], note="leftover")
         interfaces = self.host.interfaces()
@@ -419,20 +428,17 @@ class FreeBSDPlatform:
             iface = interfaces.get(net.interface)
             if iface is None:
                 plan.extend(self._plan_network_interface(net))
-                continue
-            present = {str(a) for a in (*iface.inet, *iface.inet6)}
-            keep = {net.gateway, net.gateway6} | {a for ep in endpoints if ep.network_id == net.id
-                                                  for a in (ep.ip_address, ep.ip_address6)}
-            for addr in (*iface.inet, *iface.inet6):
-                if str(addr.ip) not in keep and not addr.is_link_local:
-                    self._step(plan, ["ifconfig", net.interface, _inet(addr.version), str(addr.ip), "-alias"],
-                               note="leftover")
-            for gw, subnet in ((net.gateway, net.subnet), (net.gateway6, net.subnet6)):
-                prefix = ipaddress.ip_network(subnet).prefixlen if gw else None
-                if gw and f"{gw}/{prefix}" not in present:
-                    self._step(plan, ["ifconfig", net.interface, _inet(_family(gw)), f"{gw}/{prefix}", "alias"])
-            if not iface.up:
-                self._step(plan, ["ifconfig", net.interface, "up"])
+            else:
+                plan.extend(self._plan_repair_interface(net, iface, endpoints))
+            members = iface.members if iface else []
+            for ep in endpoints:
+                host_end = f"{ep.epair}a"
+                if ep.network_id == net.id and host_end in interfaces and host_end not in members:
+                    self._step(plan, self._addm(net, host_end), ["ifconfig", net.interface, "deletem", host_end])
+        for name, c in owned.items():
+            if c.network_driver == "ipnet" and name in jails:
+                wired = [ep for ep in endpoints if ep.container_id == c.id]
+                plan.extend(self._plan_jail_list_reset(c, jails[name], wired))
         names = {n.name for n in networks}
         for path in self.host.anchors(pf.ANCHOR_ROOT):
             if path.rpartition("/")[2] not in names:
@@ -442,4 +448,33 @@ class FreeBSDPlatform:
             argv = ["pfctl", "-a", pf.anchor(net), "-f", "-"]
             text = pf.render(net, networks, self._members(net, endpoints))
             plan.add(command_text(argv, text), lambda argv=argv, text=text: self.runner.run(argv, text))
+        return plan
+
+    def _plan_repair_interface(self, net: Network, iface, endpoints: list[Endpoint]) -> Plan:
+        """Aliases nothing owns go, a lost gateway address comes back, the interface is up."""
+        plan = Plan("repair")
+        present = {str(a) for a in (*iface.inet, *iface.inet6)}
+        keep = {net.gateway, net.gateway6} | {a for ep in endpoints if ep.network_id == net.id
+                                              for a in (ep.ip_address, ep.ip_address6)}
+        for addr in (*iface.inet, *iface.inet6):
+            if str(addr.ip) not in keep and not addr.is_link_local:
+                self._step(plan, ["ifconfig", net.interface, _inet(addr.version), str(addr.ip), "-alias"],
+                           note="leftover")
+        for gw, subnet in ((net.gateway, net.subnet), (net.gateway6, net.subnet6)):
+            prefix = ipaddress.ip_network(subnet).prefixlen if gw else None
+            if gw and f"{gw}/{prefix}" not in present:
+                self._step(plan, ["ifconfig", net.interface, _inet(_family(gw)), f"{gw}/{prefix}", "alias"])
+        if not iface.up:
+            self._step(plan, ["ifconfig", net.interface, "up"])
+        return plan
+
+    def _plan_jail_list_reset(self, c: Container, jail, wired: list[Endpoint]) -> Plan:
+        """A running ipnet jail's addresses are exactly its wired endpoints' (a crash may have
+        left one more)."""
+        plan = Plan("jail-addresses")
+        for version, param, current in ((4, "ip4.addr", jail.ipv4), (6, "ip6.addr", jail.ipv6)):
+            mine = {a for e in wired for a in (e.ip_address, e.ip_address6) if a and _family(a) == version}
+            new = [a for a in current if a in mine] + sorted(mine - set(current))
+            if new != current:
+                self._step(plan, ["jail", "-m", f"name={jail_name(c)}", f"{param}={','.join(new)}"])
         return plan

@@ -1,0 +1,352 @@
+"""The FreeBSD host as the jail tests see it: the kleenenet command line, what kleenenet leaves on
+the host (interfaces, pf anchors, jails), and a fake upstream ("wan") jail.
+
+Commands used (base system, FreeBSD 14): ifconfig(8), jail(8), jexec(8), jls(8), pfctl(8),
+sockstat(1), nc(1), ping(8). Jails run with path=/, so the host's binaries are theirs too.
+Importable anywhere: nothing here runs until a test calls it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# kleenenet's names on the host: networks are kleeneN, endpoints' host ends kv<endpoint id>;
+# its pf anchors live under kleenenet/ (the test machine's pf.conf: vagrant/provision.sh).
+KLEENENET_IF_PREFIXES = ("kleene", "kv")
+ANCHOR = "kleenenet"
+JAIL_PREFIX = "kn"  # a container's jail is kn<container id> (README, FreeBSD)
+
+# The fake upstream, TEST-NET-1: a vnet jail holding one end of an epair, the host the other.
+# The jail has no route beyond 192.0.2.0/24, so it can only answer traffic that was NATed to
+# the host's 192.0.2.2: a connection that succeeds proves the NAT. Names avoid kleenenet's
+# prefixes so that kleenenet's reconcile never takes them for its own leftovers.
+WAN_JAIL = "kn-test-wan"
+WAN_HOST_IF = "tstwan0a"  # stays on the host: the networks' --nat-if
+WAN_JAIL_IF = "tstwan0b"
+WAN_ADDR = "192.0.2.1"
+UPLINK_ADDR = "192.0.2.2"
+WAN_PORT = 8000
+
+# Containers on a network of each type: ipnet jails on loopback networks, vnet jails on bridges.
+DRIVER = {"loopback": "ipnet", "bridge": "vnet"}
+SERVER_PORT = 5000
+CONNECT_TIMEOUT = 3  # seconds, nc -w
+NO_CONNECTION = 42  # exit status of the probes below when the TCP connection failed
+
+
+# commands on the host
+
+def sh(*args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    """Run a host command; with check, a failure raises with its output."""
+    r = subprocess.run(args, check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                       timeout=timeout, **kw)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{shlex.join(args)} exited {r.returncode}\n"
+                             f"--- stdout\n{r.stdout}--- stderr\n{r.stderr}")
+    return r
+
+
+def eventually(probe: Callable[[], T], what: str, timeout: float = 20, interval: float = 0.1) -> T:
+    """probe()'s first true value, polling until timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def tcp_listeners(port: int, jail: str | None = None) -> list[str]:
+    """sockstat lines of IPv4 TCP sockets listening on port, on the host or inside a jail.
+
+    A vnet jail has its own network stack, so its sockets are only visible from inside it."""
+    argv = ["sockstat", "-4", "-l", "-P", "tcp", "-p", str(port)]
+    r = sh("jexec", jail, *argv, check=False) if jail else sh(*argv, check=False)
+    return [line for line in r.stdout.splitlines()[1:] if f":{port}" in line]
+
+
+@contextmanager
+def host_tcp_server(port: int) -> Iterator[None]:
+    """A TCP server of the host's own, listening on every IPv4 address (nc -l)."""
+    server = subprocess.Popen(["nc", "-d", "-k", "-l", str(port)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        eventually(lambda: tcp_listeners(port), f"the host's server on port {port} to listen")
+        yield
+    finally:
+        server.kill()  # by its own pid
+        server.wait()
+
+
+# what kleenenet leaves on the host
+
+def kleenenet_interfaces() -> list[str]:
+    return [name for name in sh("ifconfig", "-l").stdout.split() if name.startswith(KLEENENET_IF_PREFIXES)]
+
+
+def kleenenet_anchors() -> list[str]:
+    """Every anchor under kleenenet/ (-v: recursively, and those starting with '_')."""
+    r = sh("pfctl", "-v", "-a", ANCHOR, "-s", "Anchors", check=False)
+    if r.returncode != 0:
+        raise AssertionError(f"cannot list pf anchors under {ANCHOR}/ (is pf loaded, with the anchor "
+                             f"lines of vagrant/provision.sh in /etc/pf.conf?): {r.stderr.strip()}")
+    return [line.strip() for line in r.stdout.splitlines() if line.strip()]
+
+
+def jail_names() -> set[str]:
+    return set(sh("jls", "name").stdout.split())
+
+
+def kleenenet_jails() -> list[str]:
+    """kleenenet's jails with their address lists, one `name=... ip4.addr=... ip6.addr=...` each."""
+    lines = sh("jls", "-n", "name", "ip4.addr", "ip6.addr").stdout.splitlines()
+    return sorted(line for line in lines if re.match(rf"name={JAIL_PREFIX}[0-9a-f]{{12}} ", line))
+
+
+def leftovers(jails_before: set[str]) -> dict[str, list[str]]:
+    """kleenenet's interfaces and anchors on the host, and jails not in jails_before."""
+    found = {"interfaces": kleenenet_interfaces(), "anchors": kleenenet_anchors(),
+             "jails": sorted(jail_names() - set(jails_before) - {WAN_JAIL})}
+    return {kind: names for kind, names in found.items() if names}
+
+
+def remove_leftovers(found: dict[str, list[str]]) -> None:
+    """Remove what leftovers() found (exact names only), so that the next test starts clean."""
+    for jail in found.get("jails", []):
+        sh("jail", "-r", jail, check=False)
+    for name in found.get("interfaces", []):
+        sh("ifconfig", name, "destroy", check=False)
+    for anchor in sorted(found.get("anchors", []), key=len, reverse=True):  # children first
+        sh("pfctl", "-a", anchor, "-F", "all", check=False)
+
+
+def interface_summary(name: str) -> list[str]:
+    """The parts of `ifconfig NAME` kleenenet decides: addresses, bridge members, groups,
+    description (not MACs, link-local addresses or link state)."""
+    r = sh("ifconfig", name, check=False)
+    summary = []
+    for line in r.stdout.splitlines()[1:]:
+        words = line.split()
+        if not words:
+            continue
+        if words[0] in ("inet", "inet6") and not words[1].startswith("fe80:"):
+            summary.append(" ".join(words[:4]))  # inet ADDR netmask M / inet6 ADDR prefixlen N
+        elif words[0] == "member:":
+            summary.append(" ".join(words[:2]))
+        elif words[0] in ("groups:", "description:"):
+            summary.append(" ".join(words))
+    return sorted(summary)
+
+
+def anchor_summary(anchor: str) -> dict:
+    def show(*args: str) -> list[str]:
+        return [line.strip() for line in sh("pfctl", "-a", anchor, *args).stdout.splitlines() if line.strip()]
+
+    return {"rules": show("-s", "rules"), "nat": show("-s", "nat"),
+            "tables": {table: sorted(show("-t", table, "-T", "show")) for table in show("-s", "Tables")}}
+
+
+def host_snapshot() -> dict:
+    """Everything of kleenenet's on the host that a test compares before and after."""
+    return {"interfaces": {name: interface_summary(name) for name in kleenenet_interfaces()},
+            "anchors": {anchor: anchor_summary(anchor) for anchor in kleenenet_anchors()},
+            "jails": kleenenet_jails()}
+
+
+def non_loopback_addresses(ifconfig_output: str) -> list[str]:
+    """inet/inet6 addresses in ifconfig output, other than loopback and link-local ones."""
+    found = re.findall(r"^\s+inet6?\s+(\S+)", ifconfig_output, re.MULTILINE)
+    return [a for a in found if not (a.startswith(("127.", "fe80:")) or a == "::1")]
+
+
+# kleenenet
+
+class Kleenenet:
+    """kleenenet's command line with a state directory of the test's own, and the probes the
+    scenarios are written with."""
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+        self.cleanup_errors: list[str] = []
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "kleenenet", "--state-dir", str(self.state_dir), *args]
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KLEENENET_")}
+        return {**env, **(extra or {})}
+
+    def __call__(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
+                 timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run `kleenenet ARGS...`; with check, a non-zero exit raises with its output."""
+        r = subprocess.run(self.argv(*args), check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           env=self.env(env), timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"kleenenet {shlex.join(args)} exited {r.returncode}\n"
+                                 f"--- stdout\n{r.stdout}--- stderr\n{r.stderr}")
+        return r
+
+    def popen(self, *args: str, env: dict[str, str] | None = None, stderr=subprocess.DEVNULL) -> subprocess.Popen:
+        """`kleenenet ARGS...` in the background."""
+        return subprocess.Popen(self.argv(*args), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=stderr, text=True, env=self.env(env))
+
+    def json(self, *args: str):
+        return json.loads(self(*args).stdout)
+
+    def network(self, name: str) -> dict:
+        return self.json("network", "inspect", name)["network"]
+
+    def ip_of(self, container: str, network: str) -> str:
+        net_id = self.network(network)["id"]
+        endpoints = self.json("inspect", container)["container_endpoints"]
+        return next(ep["ip_address"] for ep in endpoints if ep["network_id"] == net_id)
+
+    def jail_of(self, container: str) -> str:
+        return JAIL_PREFIX + self.json("inspect", container)["container"]["id"]
+
+    def log_of(self, container: str) -> str:
+        cid = self.json("inspect", container)["container"]["id"]
+        path = self.state_dir / "logs" / f"{cid}.log"
+        return path.read_text() if path.exists() else ""
+
+    def snapshot(self) -> dict:
+        """The host's kleenenet parts and kleenenet's state."""
+        return {"host": host_snapshot(), "networks": self.json("network", "ls", "--json"),
+                "containers": self.json("ps", "-a", "--json")}
+
+    def remove_everything(self) -> None:
+        """rm -f every container, then remove every network; failures are kept in cleanup_errors."""
+        steps = [("containers", ("ps", "-a", "--json"), ("rm", "-f")),
+                 ("networks", ("network", "ls", "--json"), ("network", "rm"))]
+        for what, listing, remove in steps:
+            r = self(*listing, check=False)
+            if r.returncode != 0:
+                self.cleanup_errors.append(f"listing {what}: {r.stderr.strip()}")
+                continue
+            for item in json.loads(r.stdout):
+                r = self(*remove, item["id"], check=False)
+                if r.returncode != 0:
+                    self.cleanup_errors.append(f"{' '.join(remove)} {item['name']}: {r.stderr.strip()}")
+
+    # containers that talk
+
+    def serve(self, name: str, network: str, driver: str, port: int = SERVER_PORT) -> str:
+        """A detached container answering each TCP connection with 'pong' (and writing what it
+        receives to its log); returns its address on network once it listens."""
+        self("run", "-d", "-l", driver, "-n", network, "--name", name, "--",
+             "sh", "-c", f"while :; do echo pong | nc -N -n -l {port}; done")
+        eventually(lambda: self.listening(name, port), f"{name} to listen on port {port}")
+        return self.ip_of(name, network)
+
+    def listening(self, container: str, port: int) -> bool:
+        r = self("exec", container, "--", "sockstat", "-4", "-l", "-P", "tcp", "-p", str(port), check=False)
+        return r.returncode == 0 and any(f":{port}" in line for line in r.stdout.splitlines()[1:])
+
+    def exchange(self, network: str, addr: str, port: int, driver: str) -> str | None:
+        """From a fresh container on network: send 'ping' to addr:port; the reply, or None when
+        the connection fails."""
+        return self._probe(["run", "--rm", "-l", driver, "-n", network],
+                           f"echo ping | nc -N -n -w {CONNECT_TIMEOUT} {addr} {port}")
+
+    def exec_exchange(self, container: str, addr: str, port: int) -> str | None:
+        """The same from a running container."""
+        return self._probe(["exec", container], f"echo ping | nc -N -n -w {CONNECT_TIMEOUT} {addr} {port}")
+
+    def can_connect(self, network: str, addr: str, port: int, driver: str) -> bool:
+        """Whether a fresh container on network can open a TCP connection to addr:port."""
+        return self._probe(["run", "--rm", "-l", driver, "-n", network],
+                           f"nc -z -n -w {CONNECT_TIMEOUT} {addr} {port}") is not None
+
+    def exec_can_connect(self, container: str, addr: str, port: int) -> bool:
+        return self._probe(["exec", container], f"nc -z -n -w {CONNECT_TIMEOUT} {addr} {port}") is not None
+
+    def _probe(self, how: list[str], script: str) -> str | None:
+        # nc's failure becomes NO_CONNECTION, so that a failing kleenenet is not taken for a
+        # refused connection.
+        r = self(*how, "--", "sh", "-c", f"if {script}; then :; else exit {NO_CONNECTION}; fi", check=False)
+        if r.returncode == NO_CONNECTION:
+            return None
+        if r.returncode != 0:
+            raise AssertionError(f"kleenenet {shlex.join(how)} exited {r.returncode}\n"
+                                 f"--- stdout\n{r.stdout}--- stderr\n{r.stderr}")
+        return r.stdout.strip()
+
+    def ping(self, container: str, addr: str) -> subprocess.CompletedProcess:
+        return self("exec", container, "--", "ping", "-c", "1", "-t", "3", addr, check=False)
+
+
+# the fake upstream
+
+class Wan:
+    """A vnet jail at 192.0.2.1 behind an epair whose other end (192.0.2.2) is on the host,
+    running a TCP server that logs the address of every peer (nc -v)."""
+
+    def __init__(self, log: Path):
+        self.log = log
+        self.server: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.remove()  # what an interrupted earlier run left, by exact name
+        end_a = sh("ifconfig", "epair", "create").stdout.strip()  # e.g. epair3a; its peer is epair3b
+        sh("ifconfig", end_a, "name", WAN_HOST_IF)
+        sh("ifconfig", end_a[:-1] + "b", "name", WAN_JAIL_IF)
+        sh("ifconfig", WAN_HOST_IF, "inet", f"{UPLINK_ADDR}/24", "up")
+        sh("jail", "-c", f"name={WAN_JAIL}", "path=/", f"host.hostname={WAN_JAIL}", "vnet=new",
+           f"vnet.interface={WAN_JAIL_IF}", "persist")
+        sh("jexec", WAN_JAIL, "ifconfig", WAN_JAIL_IF, "inet", f"{WAN_ADDR}/24", "up")
+        with open(self.log, "w") as log:
+            self.server = subprocess.Popen(
+                ["jexec", WAN_JAIL, "nc", "-v", "-n", "-d", "-k", "-l", WAN_ADDR, str(WAN_PORT)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        eventually(lambda: tcp_listeners(WAN_PORT, jail=WAN_JAIL), "the upstream server to listen")
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.kill()  # jexec execs nc: this pid is the server itself
+            self.server.wait()
+            self.server = None
+        self.remove()
+
+    @staticmethod
+    def remove() -> None:
+        # Bring the jail's end home first: destroying the host's end then takes the pair.
+        sh("ifconfig", WAN_JAIL_IF, "-vnet", WAN_JAIL, check=False)
+        sh("ifconfig", WAN_HOST_IF, "destroy", check=False)
+        sh("jail", "-r", WAN_JAIL, check=False)
+
+    def peers(self) -> list[str]:
+        """Peer addresses of the connections so far ('Connection received on ADDR PORT' in
+        FreeBSD 14's nc -v; older ones say 'Connection from ADDR PORT received!')."""
+        return re.findall(r"Connection (?:received on|from) ([0-9A-Fa-f:.]+)", self.log.read_text())
+
+    def peer_seen_from(self, kn: Kleenenet, network: str, driver: str) -> str | None:
+        """The source address the upstream sees for a connection from a fresh container on
+        network; None when the connection fails."""
+        before = len(self.peers())
+        if kn.exchange(network, WAN_ADDR, WAN_PORT, driver) is None:
+            return None
+        return eventually(lambda: self.peers()[before:], "the upstream to log the connection")[-1]
+
+    def route_back(self, subnet: str) -> None:
+        """Let the upstream answer subnet without NAT (through the host's 192.0.2.2)."""
+        sh("jexec", WAN_JAIL, "route", "add", "-net", subnet, UPLINK_ADDR)
+
+    def can_connect(self, addr: str, port: int) -> bool:
+        """Whether the upstream itself can open a TCP connection to addr:port (on the host)."""
+        return sh("jexec", WAN_JAIL, "nc", "-z", "-n", "-w", str(CONNECT_TIMEOUT), addr, str(port),
+                  check=False).returncode == 0
