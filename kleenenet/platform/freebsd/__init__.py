@@ -20,10 +20,8 @@ import hashlib
 import ipaddress
 import os
 import re
-import signal
 import subprocess
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 from kleenenet.errors import HostError, InvalidInput
