@@ -345,10 +345,10 @@ class Service:
                     self.store.save_container(c.model_copy(update={"running": False, "pid": None,
                                                                    "pid_start": None}))
             # Interfaces of running containers that vanished are wired again below.
-            for ep in self._wired_endpoints():
-                c = self.store.container(ep.container_id)
-                if not self.platform.endpoint_exists(self.store.network(ep.network_id), ep, c):
-                    self.store.set_epair(ep.id, None)
+            wired = [(self.store.network(ep.network_id), ep, self.store.container(ep.container_id))
+                     for ep in self._wired_endpoints()]
+            for ep in self.platform.lost_endpoints(wired):
+                self.store.set_epair(ep.id, None)
             running = [c for c in self.store.containers() if c.running]
             self._apply(self.platform.plan_reconcile(self.store.networks(), self._wired_endpoints(), running))
             for c in self.store.containers():

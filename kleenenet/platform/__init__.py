@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kleenenet.errors import InvalidInput
@@ -17,6 +19,21 @@ class Check:
     ok: bool | None  # None: a warning, not a failure
     what: str
     advice: str = ""
+
+
+def stable_mac(*parts: str) -> str:
+    """A locally administered unicast MAC derived from ids, so it survives re-creation."""
+    digest = hashlib.sha256("/".join(parts).encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def first_free_name(prefix: str, present: Iterable[str]) -> str:
+    """prefix0, prefix1, ...: the first one not in `present`."""
+    present = set(present)
+    n = 0
+    while f"{prefix}{n}" in present:
+        n += 1
+    return f"{prefix}{n}"
 
 
 def native() -> str:

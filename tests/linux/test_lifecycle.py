@@ -155,6 +155,7 @@ BAD = [
     (["run", "--name", "s", "-n", "n", "--", "true"], "container name 's' is already in use"),
     (["run", "--name", "a;b", "--", "true"], "invalid container name 'a;b'"),
     (["run", "-n", "n"], "no command given"),
+    (["run", "-J", "allow.raw_sockets", "--", "true"], "jail parameters need FreeBSD"),
     (["rm", "s"], "is running: stop it first"),
     (["exec", "idle", "--", "true"], "container 'idle' is not running"),
 ]

@@ -16,7 +16,6 @@ naming its network: that is how reconcile recognises leftovers.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import re
@@ -27,6 +26,7 @@ from pathlib import Path
 from kleenenet.errors import HostError, InvalidInput
 from kleenenet.model import Container, Endpoint, Network
 from kleenenet.plan import Plan
+from kleenenet.platform import first_free_name, stable_mac
 from kleenenet.platform.freebsd import pf
 from kleenenet.platform.freebsd.host import Host, Runner, command_text
 
@@ -39,12 +39,6 @@ FORWARDING = {4: "net.inet.ip.forwarding", 6: "net.inet6.ip6.forwarding"}
 OWN_JAIL_PARAMS = {"name", "jid", "persist", "nopersist", "vnet", "vnet.interface", "ip4", "ip4.addr",
                    "ip6", "ip6.addr", "command", "host.hostname"}
 JAIL_PARAM_RE = re.compile(r"[a-z][a-z0-9_.]*(=.*)?", re.S)
-
-
-def stable_mac(*parts: str) -> str:
-    """A locally administered unicast MAC derived from ids, so it survives re-creation."""
-    digest = hashlib.sha256("/".join(parts).encode()).digest()
-    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
 def endpoint_ifname(ep: Endpoint) -> str:
@@ -132,9 +126,7 @@ class FreeBSDPlatform:
         return name in self.host.interface_names()
 
     def free_interface_name(self, taken: set[str]) -> str:
-        taken = taken | self.host.interface_names()
-        return next(f"{INTERFACE_PREFIX}{i}" for i in range(len(taken) + 1)
-                    if f"{INTERFACE_PREFIX}{i}" not in taken)
+        return first_free_name(INTERFACE_PREFIX, taken | self.host.interface_names())
 
     def doctor(self, networks: list[Network]):
         from kleenenet.platform.freebsd.doctor import checks
@@ -154,8 +146,7 @@ class FreeBSDPlatform:
         plan = Plan("network-create")
         plan.extend(self._plan_network_interface(net))
         plan.extend(self._plan_forwarding(after))
-        plan.extend(self._plan_anchors(after, endpoints, [net] + [n for n in before if n.subnet or n.subnet6],
-                                       before))
+        plan.extend(self._plan_anchors(after, endpoints, [net, *before], before))
         return plan
 
     def _plan_network_interface(self, net: Network) -> Plan:
@@ -215,7 +206,7 @@ class FreeBSDPlatform:
         flush = ["pfctl", "-a", pf.anchor(net), "-F", "all"]
         plan.add(command_text(flush), lambda: self.runner.run(flush),
                  lambda: self.runner.run(["pfctl", "-a", pf.anchor(net), "-f", "-"], old))
-        plan.extend(self._plan_anchors(after, endpoints, [n for n in after if net.subnet or net.subnet6], before))
+        plan.extend(self._plan_anchors(after, endpoints, after, before))
         self._step(plan, ["ifconfig", net.interface, "destroy"])  # last: nothing after it can fail
         return plan
 
@@ -339,12 +330,20 @@ class FreeBSDPlatform:
                            ["ifconfig", net.interface, _inet(_family(addr)), f"{addr}/{full}", "alias"])
         return plan
 
-    def endpoint_exists(self, net: Network, ep: Endpoint, c: Container) -> bool:
-        if c.network_driver == "vnet":
-            return self.interface_exists(endpoint_ifname(ep) + "a")
-        iface = self.host.interfaces().get(net.interface)
-        present = {str(a.ip) for a in (*iface.inet, *iface.inet6)} if iface else set()
-        return all(a in present for a in (ep.ip_address, ep.ip_address6) if a)
+    def lost_endpoints(self, wired: list[tuple[Network, Endpoint, Container]]) -> list[Endpoint]:
+        """The wired endpoints whose epair (vnet) or alias (ipnet) is gone: one `ifconfig -a`."""
+        interfaces = self.host.interfaces()
+        lost = []
+        for net, ep, c in wired:
+            if c.network_driver == "vnet":
+                if endpoint_ifname(ep) + "a" not in interfaces:
+                    lost.append(ep)
+                continue
+            iface = interfaces.get(net.interface)
+            present = {str(a.ip) for a in (*iface.inet, *iface.inet6)} if iface else set()
+            if not all(a in present for a in (ep.ip_address, ep.ip_address6) if a):
+                lost.append(ep)
+        return lost
 
     endpoint_ifname = staticmethod(endpoint_ifname)
 

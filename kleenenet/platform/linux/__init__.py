@@ -11,7 +11,6 @@ loopback network L3-routed: kleeneN is an anchor device without traffic; each co
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import shlex
 from functools import cached_property
@@ -20,6 +19,7 @@ from pathlib import Path
 from kleenenet.errors import InvalidInput
 from kleenenet.model import Container, Endpoint, Network
 from kleenenet.plan import Plan
+from kleenenet.platform import stable_mac
 from kleenenet.platform.linux import firewall, process
 from kleenenet.platform.linux.firewall import FirewallState
 from kleenenet.platform.linux.namespaces import process_alive
@@ -29,12 +29,6 @@ NEXT_HOP4 = "169.254.1.1"
 NEXT_HOP6 = "fe80::1"
 INTERFACE_PREFIX = "kleene"
 ENDPOINT_PREFIX = "kv"  # + endpoint id: 14 characters, within IFNAMSIZ
-
-
-def stable_mac(*parts: str) -> str:
-    """A locally administered unicast MAC derived from ids, so it survives re-creation."""
-    digest = hashlib.sha256("/".join(parts).encode()).digest()
-    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
 def endpoint_ifname(ep: Endpoint) -> str:
@@ -311,8 +305,10 @@ class LinuxPlatform:
         plan.add(f"nft -f - <<EOF\n{batch}EOF", lambda: self.nft.run(batch))
         return plan
 
-    def endpoint_exists(self, net: Network, ep: Endpoint, c: Container) -> bool:
-        return self.interface_exists(endpoint_ifname(ep))
+    def lost_endpoints(self, wired: list[tuple[Network, Endpoint, Container]]) -> list[Endpoint]:
+        """The wired endpoints whose host interface is gone."""
+        present = {link["name"] for link in self.nl.links()}
+        return [ep for _, ep, _ in wired if endpoint_ifname(ep) not in present]
 
     endpoint_ifname = staticmethod(endpoint_ifname)
 

@@ -8,6 +8,7 @@ import os
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from kleenenet.platform import first_free_name
 from kleenenet.platform.linux.namespaces import netlink_socket
 
 # Every host interface kleenenet creates carries this link group (set atomically at creation),
@@ -87,11 +88,7 @@ class Netlink:
         return any(r["dst_len"] == 0 for r in self.ipr.get_routes(family=2 if version == 4 else 10, table=254))
 
     def free_name(self, prefix: str, taken: set[str] = frozenset()) -> str:
-        present = {link["name"] for link in self.links()} | set(taken)
-        n = 0
-        while f"{prefix}{n}" in present:
-            n += 1
-        return f"{prefix}{n}"
+        return first_free_name(prefix, {link["name"] for link in self.links()} | set(taken))
 
     # changes
 
