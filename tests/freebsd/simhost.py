@@ -4,7 +4,10 @@ It carries out the commands kleenenet runs (ifconfig, jail, route, pfctl, sysctl
 model of interfaces, jails, pf anchors and tables, answers the queries in FreeBSD's own output
 formats (so the real parsers read them), and refuses what FreeBSD would refuse (a name taken, an
 interface that does not exist, a jail that is not vnet...). `fail_at=k` makes the k-th changing
-command fail, to test rollback. It is a model, not FreeBSD: the vagrant/ suite is the real test.
+command fail, to test rollback; `crash_at=k` kills the process at the k-th one: from there on no
+changing command runs (the rollback cannot undo anything, as after kill -9), until `revive()`.
+It is a model, not FreeBSD: the vagrant/ suite is the real test. Where a plan depends on a
+kernel behaviour, the comment names the FreeBSD source that has it.
 """
 
 from __future__ import annotations
@@ -23,12 +26,26 @@ QUERIES = (("ifconfig", "-l"), ("ifconfig", "-a"), ("ifconfig", "-g"), ("netstat
 
 
 def _is_query(argv: list[str]) -> bool:
-    return any(tuple(argv[:len(q)]) == q for q in QUERIES) or (argv[0] == "pfctl" and "-s" in argv)
+    return (any(tuple(argv[:len(q)]) == q for q in QUERIES)
+            or (argv[0] == "pfctl" and ("-s" in argv or argv[-2:] == ["-T", "show"])))
 
 
 def _iface(kind: str, **kw) -> dict:
     return {"kind": kind, "addrs": [], "groups": [], "description": None, "up": False, "members": [],
-            "private": [], "vnet": None, "ether": None, "peer": None, **kw}
+            "private": [], "vnet": None, "ether": None, "peer": None, "unit": None,
+            "nd6": ["PERFORMNUD", "AUTO_LINKLOCAL"], **kw}
+
+
+def _link_local(name: str) -> str:
+    """A stable fe80::/64 address for an interface (the kernel derives it from the MAC)."""
+    return f"fe80::{sum(map(ord, name)) % 0xffff:x}:1/64"
+
+
+def _skipped(filter_: str, name: str, groups: list[str]) -> bool:
+    """Whether `set skip on FILTER` covers this interface or group: pfi_skip_if() in
+    sys/netpfil/pf/pf_if.c matches the exact name, or any interface in the group FILTER (a
+    filter ending in a digit names one interface only)."""
+    return name == filter_ or (not filter_[-1].isdigit() and filter_ in groups)
 
 
 class SimulatedFreeBSD(Runner):
@@ -40,7 +57,9 @@ class SimulatedFreeBSD(Runner):
             "anchors": {},  # path -> loaded text
             "tables": {},  # (anchor, table) -> sorted member list
             "sysctl": {"net.inet.ip.forwarding": "0", "net.inet6.ip6.forwarding": "0",
-                       "net.link.bridge.pfil_member": "1", "net.link.bridge.pfil_bridge": "0"},
+                       "net.inet6.ip6.rfc6204w3": "0", "net.inet6.ip6.auto_linklocal": "1",
+                       "net.link.bridge.pfil_member": "1", "net.link.bridge.pfil_bridge": "0",
+                       "kern.osreldate": "1402000"},
             "routes": {"default": "em0"},
             # what doctor looks at: the user's side of pf, and kernel modules
             "modules": {"pf", "if_bridge"},
@@ -54,17 +73,36 @@ class SimulatedFreeBSD(Runner):
         self.changes = 0
         self.fail_at = fail_at
         self.fail_on = fail_on  # fail the first changing command whose text contains this
-        self.epairs = 0
+        self.crash_at: int | None = None
+        self.crashed = False
 
     def snapshot(self) -> dict:
         return copy.deepcopy(self.state)
+
+    def release(self, version: int) -> None:
+        """Be FreeBSD `version` (__FreeBSD_version, e.g. 1302000): 15 has
+        net.link.bridge.member_ifaddrs=0 (if_bridge(4), 15.0 release notes)."""
+        self.state["sysctl"]["kern.osreldate"] = str(version)
+        if version >= 1500000:
+            self.state["sysctl"]["net.link.bridge.member_ifaddrs"] = "0"
+        else:
+            self.state["sysctl"].pop("net.link.bridge.member_ifaddrs", None)
+
+    def revive(self) -> None:
+        """A new kleenenet process after a crash."""
+        self.crash_at, self.crashed = None, False
 
     # Runner
 
     def run(self, argv: list[str], stdin: str | None = None) -> str:
         argv = list(argv)
         if not _is_query(argv):
+            if self.crashed:
+                raise HostError(f"{shlex.join(argv)}: not run, the process is dead")
             self.changes += 1
+            if self.changes == self.crash_at:
+                self.crashed = True
+                raise HostError(f"{shlex.join(argv)}: killed before it ran")
             self.log.append(shlex.join(argv))
             if self.changes == self.fail_at or (self.fail_on and self.fail_on in shlex.join(argv)):
                 raise HostError(f"{shlex.join(argv)}: injected failure")
@@ -81,9 +119,12 @@ class SimulatedFreeBSD(Runner):
 
     def start(self, argv, log):
         assert argv[0] == "jexec"
-        self._jail_of(argv[1])["processes"] = True
+        if self.crashed:
+            raise HostError("not started, the process is dead")
+        jail = self._jail_of(argv[1])
+        jail["processes"] = True
         self.started.append(shlex.join(argv))
-        return _Finished()
+        return _Finished(jail if log is None else None)
 
     # helpers
 
@@ -112,34 +153,27 @@ class SimulatedFreeBSD(Runner):
             return "".join(f"{n}\n" for n, i in ifs.items() if args[1] in i["groups"] and i["vnet"] is None)
         jail = None
         if args[0] == "-j":
+            if int(self.state["sysctl"]["kern.osreldate"]) < 1400000:
+                raise HostError("ifconfig: illegal option -- j")  # -j came with FreeBSD 14.0
             jail, args = args[1], args[2:]
             self._jail_of(jail)
         name, args = args[0], args[1:]
         if args[:1] == ["-vnet"]:  # names an interface inside the jail
             jail = args[1]
+        printed = None
         if args[:1] == ["create"]:
-            if name == "epair":
-                n = self.epairs
-                self.epairs += 1
-                ifs[f"epair{n}a"] = _iface("epair", peer=f"epair{n}b", groups=["epair"])
-                ifs[f"epair{n}b"] = _iface("epair", peer=f"epair{n}a", groups=["epair"])
-                return f"epair{n}a\n"
-            assert name in ("lo", "bridge"), name
-            new = args[2] if args[1:2] == ["name"] else f"{name}{len(ifs)}"
-            if new in ifs:
-                raise HostError(f"ifconfig: SIOCIFCREATE2: File exists ({new})")
-            ifs[new] = _iface(name, groups=[name] if name == "lo" else ["bridge"])
-            return new + "\n"
+            name, args = self._create(name), args[1:]
+            # ifclonecreate() in sbin/ifconfig/ifclone.c: the kernel's name differs from the
+            # cloner's, so it is printed when every parameter has been applied (a failing
+            # parameter exits first, and leaves the new interface behind).
+            printed = name
         iface = self._get(name, jail)
         while args:
             word, args = args[0], args[1:]
             if word == "destroy":
-                del ifs[name]
-                if iface["peer"]:
-                    del ifs[iface["peer"]]
-                for other in ifs.values():
-                    if name in other["members"]:
-                        other["members"].remove(name)
+                self._destroy(name)
+                if iface["peer"]:  # epair_clone_destroy() in sys/net/if_epair.c takes both ends
+                    self._destroy(iface["peer"])
             elif word == "name":
                 new, args = args[0], args[1:]
                 if new in ifs:
@@ -147,9 +181,14 @@ class SimulatedFreeBSD(Runner):
                 ifs[new] = ifs.pop(name)
                 if iface["peer"]:
                     ifs[iface["peer"]]["peer"] = new
-                name = new
+                for jail_ in self.state["jails"].values():
+                    jail_["routes"] = {f: (gw, new if via == name else via) for f, (gw, via) in jail_["routes"].items()}
+                name = printed = new  # setifname() prints the new name
             elif word in ("inet", "inet6"):
                 addr, args = args[0], args[1:]
+                if addr == "no_dad":  # an inet6 interface flag, not an address (ifconfig(8))
+                    iface["nd6"] = sorted(set(iface["nd6"]) | {"NO_DAD"})
+                    continue
                 op = args.pop(0) if args[:1] in (["alias"], ["-alias"]) else "alias"
                 ip = addr.split("/")[0]
                 have = [a for a in iface["addrs"] if a.split("/")[0] == ip]
@@ -157,6 +196,8 @@ class SimulatedFreeBSD(Runner):
                     if have:
                         raise HostError(f"ifconfig: ioctl (SIOCAIFADDR): File exists ({ip})")
                     assert "/" in addr, "kleenenet always gives a prefix length"
+                    if self._member_without_addresses(name):
+                        raise HostError("ifconfig: ioctl (SIOCAIFADDR): Invalid argument")
                     iface["addrs"].append(str(ipaddress.ip_interface(addr)))
                     iface["addrs"].sort(key=lambda a: (ipaddress.ip_interface(a).version, ipaddress.ip_interface(a)))  # (order means nothing)
                 else:
@@ -170,14 +211,20 @@ class SimulatedFreeBSD(Runner):
                 else:
                     iface[word] = value
             elif word in ("up", "down"):
+                if word == "up" and not iface["up"]:
+                    self._link_local(name, iface)
                 iface["up"] = word == "up"
             elif word in ("addm", "deletem", "private"):
                 member, args = args[0], args[1:]
                 assert iface["kind"] == "bridge", f"{word} on a non-bridge {name}"
-                self._get(member)
+                m = self._get(member)
                 if word == "addm":
                     if member in iface["members"]:
                         raise HostError(f"ifconfig: BRDGADD {member}: File exists")
+                    if m["addrs"] and self.state["sysctl"].get("net.link.bridge.member_ifaddrs") == "0":
+                        # FreeBSD 15 (if_bridge(4)): a member with an address, even a link-local
+                        # one, is refused unless net.link.bridge.member_ifaddrs=1.
+                        raise HostError(f"ifconfig: BRDGADD {member}: Invalid argument")
                     iface["members"].append(member)
                 elif word == "deletem":
                     iface["members"].remove(member)
@@ -187,15 +234,62 @@ class SimulatedFreeBSD(Runner):
                     iface["private"].append(member)
             elif word in ("vnet", "-vnet"):
                 target, args = args[0], args[1:]
-                if word == "vnet":
-                    if not self._jail_of(target)["vnet"]:
-                        raise HostError(f"ifconfig: SIOCSIFVNET: Invalid argument (jail {target} is not vnet)")
-                    iface["vnet"] = target
-                else:
-                    iface["vnet"] = None
+                if word == "vnet" and not self._jail_of(target)["vnet"]:
+                    raise HostError(f"ifconfig: SIOCSIFVNET: Invalid argument (jail {target} is not vnet)")
+                self._move(name, iface, target if word == "vnet" else None)
             else:
                 raise AssertionError(f"simulated ifconfig does not know {word!r}")
-        return ""
+        return f"{printed}\n" if printed else ""
+
+    def _create(self, cloner: str) -> str:
+        """A new interface of `cloner`, named with the lowest unit no interface of it holds (a
+        renamed interface keeps its unit: if_clone's unit allocator)."""
+        ifs = self.state["interfaces"]
+        assert cloner in ("lo", "bridge", "epair"), cloner
+        units = {i["unit"] for i in ifs.values() if i["kind"] == cloner}
+        unit = next(u for u in range(1 if cloner == "lo" else 0, 1000) if u not in units)
+        if cloner == "epair":  # the a end is the one printed; its peer is the b end
+            a, b = f"epair{unit}a", f"epair{unit}b"
+            ifs[a] = _iface("epair", peer=b, groups=["epair"], unit=unit)
+            ifs[b] = _iface("epair", peer=a, groups=["epair"], unit=unit)
+            return a
+        name = f"{cloner}{unit}"
+        ifs[name] = _iface(cloner, groups=[cloner], unit=unit)
+        return name
+
+    def _destroy(self, name: str) -> None:
+        self.state["interfaces"].pop(name)
+        self._detached(name)
+
+    def _detached(self, name: str) -> None:
+        """What leaves with an interface: its bridge membership and the routes through it."""
+        for other in self.state["interfaces"].values():
+            if name in other["members"]:
+                other["members"].remove(name)
+                if name in other["private"]:
+                    other["private"].remove(name)
+        for jail in self.state["jails"].values():
+            jail["routes"] = {f: r for f, r in jail["routes"].items() if r[1] != name}
+
+    def _move(self, name: str, iface: dict, jail: str | None) -> None:
+        """if_vmove() in sys/net/if.c: if_detach_internal() drops every group (if_delgroups),
+        address and route and takes the interface down; if_attach_internal() puts back only
+        the cloner's group (if_clone_restoregroup). Name, description and MAC stay."""
+        self._detached(name)
+        iface.update(vnet=jail, addrs=[], up=False, groups=[iface["kind"]] if iface["unit"] is not None else [])
+
+    def _member_without_addresses(self, name: str) -> bool:
+        return (self.state["sysctl"].get("net.link.bridge.member_ifaddrs") == "0"
+                and any(name in i["members"] for i in self.state["interfaces"].values()))
+
+    def _link_local(self, name: str, iface: dict) -> None:
+        """An Ethernet-like interface that comes up gets an fe80:: address when
+        net.inet6.ip6.auto_linklocal=1 (in6_ifattach); a bridge does not (IFT_BRIDGE is left
+        out in nd6_ifattach), nor, on 15, a bridge member."""
+        if (iface["kind"] == "epair" and self.state["sysctl"]["net.inet6.ip6.auto_linklocal"] == "1"
+                and not self._member_without_addresses(name)
+                and not any(a.startswith("fe80:") for a in iface["addrs"])):
+            iface["addrs"].append(_link_local(name))
 
     @staticmethod
     def _ifconfig_text(name: str, i: dict) -> str:
@@ -216,6 +310,10 @@ class SimulatedFreeBSD(Runner):
             lines.append(f"\tmember: {m} flags=3<{flags}>")
         if i["groups"]:
             lines.append(f"\tgroups: {' '.join(i['groups'])}")
+        if i["nd6"]:  # ND6_IFF_* bits of sys/netinet6/nd6.h, as ifconfig prints them
+            bits = {"PERFORMNUD": 0x1, "ACCEPT_RTADV": 0x2, "AUTO_LINKLOCAL": 0x20, "NO_DAD": 0x100}
+            flags = sorted(i["nd6"], key=bits.get)
+            lines.append(f"\tnd6 options={sum(bits[f] for f in flags):x}<{','.join(flags)}>")
         return "\n".join(lines) + "\n"
 
     def _netstat(self, args, stdin) -> str:
@@ -251,9 +349,9 @@ class SimulatedFreeBSD(Runner):
         if op == "-r":
             self._jail_of(args[0])
             del jails[args[0]]
-            for i in self.state["interfaces"].values():  # vnet interfaces return to the host
-                if i["vnet"] == args[0]:
-                    i["vnet"] = None
+            for name, i in self.state["interfaces"].items():  # vnet interfaces return to the host
+                if i["vnet"] == args[0]:  # (vnet_if_return() in sys/net/if.c: if_vmove)
+                    self._move(name, i, None)
             return ""
         params = dict(a.partition("=")[::2] for a in args)
         name = params.pop("name")
@@ -272,11 +370,30 @@ class SimulatedFreeBSD(Runner):
 
     def _route(self, args, stdin) -> str:
         assert args[0] == "-j" and args[2] == "add" and args[4] == "default", args
+        if int(self.state["sysctl"]["kern.osreldate"]) < 1400000:
+            raise HostError("route: illegal option -- j")  # -j came with FreeBSD 14.0
         jail = self._jail_of(args[1])
-        if args[3] in jail["routes"]:
+        family, gw = args[3], ipaddress.ip_address(args[5])
+        if family in jail["routes"]:
             raise HostError("route: writing to routing socket: File exists")
-        jail["routes"][args[3]] = args[5]
+        via = [n for n, i in self.state["interfaces"].items() if i["vnet"] == args[1]
+               and any(gw in ipaddress.ip_interface(a).network for a in i["addrs"])]
+        if not via:
+            raise HostError("route: writing to routing socket: Network is unreachable")
+        jail["routes"][family] = (str(gw), via[0])
         return ""
+
+    def _jexec(self, args, stdin) -> str:
+        """jexec JAIL ifconfig|route ...: the jail's own tools (FreeBSD 13 has no -j)."""
+        jail, tool, rest = args[0], args[1], args[2:]
+        assert tool in ("ifconfig", "route"), tool
+        self._jail_of(jail)
+        release = self.state["sysctl"]["kern.osreldate"]
+        self.state["sysctl"]["kern.osreldate"] = "1400000"  # (-j is how the model says "in the jail")
+        try:
+            return getattr(self, "_" + tool)(["-j", jail, *rest], stdin)
+        finally:
+            self.state["sysctl"]["kern.osreldate"] = release
 
     def _pfctl(self, args, stdin) -> str:
         opts = dict(zip(args[::2], args[1::2])) if "-n" not in args else {}
@@ -285,14 +402,26 @@ class SimulatedFreeBSD(Runner):
         if args[:1] == ["-s"] and args[1] in self.state["main"]:
             return self.state["main"][args[1]]
         if args[:2] == ["-s", "Interfaces"]:
-            return "".join(f"{i}{' (skip)' if i in self.state['skip'] else ''}\n"
-                           for i in ["all", "lo", *self.state["interfaces"]])
+            # print_iface() in sbin/pfctl/pfctl_parser.c: every interface and group pf knows,
+            # " (skip)" where a `set skip on` filter covers it.
+            ifs = self.state["interfaces"]
+            groups = sorted({g for i in ifs.values() for g in i["groups"]})
+            known = [(g, []) for g in ["all", *groups]] + [(n, i["groups"]) for n, i in ifs.items() if not i["vnet"]]
+            return "".join(f"{n}{' (skip)' if any(_skipped(f, n, g) for f in self.state['skip']) else ''}\n"
+                           for n, g in known)
         if args[0] == "-n":
             self._check_ruleset(stdin)
             return ""
         anchor = opts["-a"]
         if opts.get("-s") == "Anchors":
             return "".join(f"  {a}\n" for a in sorted(self.state["anchors"]) if a.startswith(anchor + "/"))
+        if opts.get("-s") == "rules":
+            if anchor not in self.state["anchors"]:
+                raise HostError("pfctl: DIOCGETRULES: Invalid argument")
+            return "".join(f"{line}\n" for line in self.state["anchors"][anchor].splitlines()
+                           if line.startswith(("pass", "block")))
+        if args[-2:] == ["-T", "show"]:
+            return "".join(f"   {a}\n" for a in self.state["tables"].get((anchor, opts["-t"]), []))
         if opts.get("-f") == "-":
             tables = self._check_ruleset(stdin)
             self.state["anchors"][anchor] = stdin
@@ -340,9 +469,15 @@ class SimulatedFreeBSD(Runner):
 
 
 class _Finished:
-    """What start() returns: a command that has already exited 0."""
+    """What start() returns: a command that has already exited 0 (a foreground one leaves its
+    jail without processes when waited for)."""
+
+    def __init__(self, jail: dict | None):
+        self.jail = jail
 
     def wait(self) -> int:
+        if self.jail is not None:
+            self.jail["processes"] = False
         return 0
 
     def send_signal(self, signum) -> None:

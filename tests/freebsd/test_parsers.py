@@ -14,6 +14,8 @@ from kleenenet.platform.freebsd.parsers import (
     parse_ifconfig,
     parse_jls,
     parse_routes,
+    parse_rule_labels,
+    parse_table_show,
     pf_enabled,
     skipped_interfaces,
 )
@@ -358,3 +360,30 @@ def test_skipped_interfaces():
 def test_skipped_interfaces_malformed(text, message):
     with pytest.raises(ValueError, match=message):
         skipped_interfaces(text)
+
+
+# --- nd6 options, rule labels, table members ------------------------------------------------------
+
+
+def test_ifconfig_nd6_options():
+    ifs = parse_ifconfig(sample("ifconfig_inet6.txt"))
+    assert ifs["re0"].nd6 == {"PERFORMNUD", "ACCEPT_RTADV", "AUTO_LINKLOCAL"}  # a SLAAC host
+    assert ifs["lo0"].nd6 == {"PERFORMNUD", "AUTO_LINKLOCAL"}
+    assert parse_ifconfig("x0: flags=0 metric 0 mtu 1500\n\tnd6 options=0\n")["x0"].nd6 == set()
+
+
+def test_rule_labels():
+    labels = parse_rule_labels(sample("pfctl_rules_anchors.txt"))
+    assert labels[:3] == ["pass IPv6 loopback", "pass IPv6 loopback", "Block all IPv6"]
+    assert "Default deny rule IPv6" in labels
+    assert parse_rule_labels('block return quick from <kn_1> to (self) label "kleenenet:0a1b"\n') == ["kleenenet:0a1b"]
+    assert parse_rule_labels("") == []
+
+
+def test_table_show():
+    assert parse_table_show(sample("pfctl_table_show.txt")) == ["10.2.3.1", "10.2.3.7", "fd00:2:3::1", "10.9.0.0/24"]
+    assert parse_table_show("") == []
+    with pytest.raises(ValueError, match="not an address"):
+        parse_table_show("Table does not exist.\n")
+    with pytest.raises(ValueError, match="is an error"):
+        parse_table_show("pfctl: Table does not exist.\n")

@@ -20,8 +20,8 @@ def test_network_create_plan(tmp_path):
     r = kn(tmp_path, "--dry-run", "network", "create", "--subnet", "10.2.3.0/24", "testnet")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[:2] == ["ifconfig lo create name kleene0",
-                         "ifconfig kleene0 group kleenenet description kleenenet:testnet up"]
+    assert lines[:2] == ["ifconfig lo create group kleenenet description kleenenet:testnet up  # prints loN",
+                         "ifconfig loN name kleene0"]
     assert lines[2] == "pfctl -n -a kleenenet/testnet -f - <<'EOF'"
     assert "pfctl -a kleenenet/testnet -f - <<'EOF'" in lines
     assert any(line.startswith("nat on em0 inet from <kn_") and line.endswith("-> (em0:0)") for line in lines)

@@ -10,8 +10,9 @@ jails             created `persist` (named kn<container id>) so the network is w
                   container, removed with `jail -r` when kleenenet sees it stopped.
 pf                one anchor per network (see pf.py); never the user's pf.conf.
 
-Every interface kleenenet creates is in interface group `kleenenet` and has a description
-naming its network: that is how reconcile recognises leftovers.
+Every interface kleenenet creates is in interface group `kleenenet` from the command that
+creates it, under whatever name it has, and has a description naming its network: that is how
+reconcile recognises leftovers, also after a crash between creating and renaming.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ ENDPOINT_PREFIX = "kv"  # + endpoint id + a/b: 15 characters, IFNAMSIZ's limit
 JAIL_PREFIX = "kn"  # + container id (a jail name must not be a number)
 GROUP = "kleenenet"
 FORWARDING = {4: "net.inet.ip.forwarding", 6: "net.inet6.ip6.forwarding"}
+# With ip6.forwarding=1 the kernel ignores the router lifetime of router advertisements unless
+# ip6.rfc6204w3=1 (nd6_ra_input in sys/netinet6/nd6_rtr.c): a SLAAC host would lose its route.
+RA_WITH_FORWARDING = "net.inet6.ip6.rfc6204w3"
+JAIL_OPTION_RELEASE = 1400000  # `ifconfig -j` and `route -j` appeared in FreeBSD 14.0
 # Jail parameters kleenenet sets itself from the container and its networks.
 OWN_JAIL_PARAMS = {"name", "jid", "persist", "nopersist", "vnet", "vnet.interface", "ip4", "ip4.addr",
                    "ip6", "ip6.addr", "command", "host.hostname"}
@@ -56,6 +61,16 @@ def _family(addr: str) -> int:
 
 def _inet(version: int) -> str:
     return "inet" if version == 4 else "inet6"
+
+
+class _Clone:
+    """An interface being created: its kernel name is known once `ifconfig CLONER create` has
+    printed it, and it changes with each rename; undoing the creation destroys it by the name
+    it has then."""
+
+    def __init__(self):
+        self.created: str | None = None  # the name ifconfig printed
+        self.name: str | None = None  # the name it has now
 
 
 @dataclass
@@ -97,6 +112,19 @@ class FreeBSDPlatform:
             runner = Runner() if native() == "freebsd" else PreviewRunner()
         self.runner = runner
         self.host = Host(runner)
+        self._release: int | None = None
+
+    def release(self) -> int:
+        if self._release is None:
+            self._release = self.host.osreldate()
+        return self._release
+
+    def _in_jail(self, jail: str, tool: str, *args: str) -> list[str]:
+        """ifconfig/route acting in a vnet jail: `-j` from FreeBSD 14, `jexec` before (it needs
+        the tool inside the jail's path)."""
+        if self.release() >= JAIL_OPTION_RELEASE:
+            return [tool, "-j", jail, *args]
+        return ["jexec", jail, tool, *args]
 
     # steps: a command, and the command that undoes it
 
@@ -149,12 +177,36 @@ class FreeBSDPlatform:
         plan.extend(self._plan_anchors(after, endpoints, [net, *before], before))
         return plan
 
+    def _plan_clone(self, plan: Plan, cloner: str, params: list[str], shown: str) -> _Clone:
+        """`ifconfig CLONER create PARAMS` (group kleenenet among them), undone by destroying the
+        new interface by its name at that time."""
+        clone = _Clone()
+        argv = ["ifconfig", cloner, "create", *params]
+
+        def create():
+            clone.created = clone.name = self.runner.run(argv).strip()  # ifconfig prints the kernel's name
+        plan.add(command_text(argv) + f"  # prints {shown}", create,
+                 lambda: self.runner.run(["ifconfig", clone.name, "destroy"]))
+        return clone
+
+    def _plan_rename(self, plan: Plan, clone: _Clone, shown: str, new: str, params=(), peer: bool = False) -> None:
+        """Rename the clone (or, with peer, the b end of the epair whose a end it is)."""
+        def rename():
+            old = clone.created[:-1] + "b" if peer else clone.name  # epairNa's peer is epairNb
+            self.runner.run(["ifconfig", old, "name", new, *params])
+            if not peer:
+                clone.name = new
+        plan.add(command_text(["ifconfig", shown, "name", new, *params]), rename)
+
     def _plan_network_interface(self, net: Network) -> Plan:
         plan = Plan("network-interface")
         name = net.interface
         cloner = "bridge" if net.type == "bridge" else "lo"
-        self._step(plan, ["ifconfig", cloner, "create", "name", name], ["ifconfig", name, "destroy"])
-        self._step(plan, ["ifconfig", name, "group", GROUP, "description", f"kleenenet:{net.name}", "up"])
+        # Created in group kleenenet and renamed after: a crash in between leaves a loN/bridgeN
+        # that reconcile recognises (a failed `create name X` would leave it unrecognisable).
+        clone = self._plan_clone(plan, cloner, ["group", GROUP, "description", f"kleenenet:{net.name}", "up"],
+                                 f"{cloner}N")
+        self._plan_rename(plan, clone, f"{cloner}N", name)
         for gw, subnet in ((net.gateway, net.subnet), (net.gateway6, net.subnet6)):
             if gw:
                 prefix = ipaddress.ip_network(subnet).prefixlen
@@ -172,7 +224,17 @@ class FreeBSDPlatform:
                 before = self.host.sysctl(key)
                 if before != "1":
                     self._step(plan, ["sysctl", f"{key}=1"], ["sysctl", f"{key}={before}"])
+                    if version == 6 and self.host_autoconfigures():
+                        ra = self.host.sysctl(RA_WITH_FORWARDING)
+                        if ra != "1":
+                            self._step(plan, ["sysctl", f"{RA_WITH_FORWARDING}=1"],
+                                       ["sysctl", f"{RA_WITH_FORWARDING}={ra}"],
+                                       note="keep accepting router advertisements")
         return plan
+
+    def host_autoconfigures(self) -> bool:
+        """Whether an interface takes its IPv6 configuration from router advertisements."""
+        return any("ACCEPT_RTADV" in i.nd6 for i in self.host.interfaces().values())
 
     def _members(self, net: Network, endpoints: list[Endpoint]) -> list[str]:
         return [a for ep in endpoints if ep.epair and ep.network_id == net.id
@@ -239,36 +301,29 @@ class FreeBSDPlatform:
         plan = Plan("epair")
         base = endpoint_ifname(ep)
         host_end, jail_end, jail = base + "a", base + "b", jail_name(c)
-
-        description = f"kleenenet:{net.name}:{c.name}"
-
-        def create():
-            # `ifconfig epair create` prints the a end; the b end has the same number. Both join
-            # group kleenenet at once, so reconcile recognises them whenever kleenenet stops.
-            a = self.runner.run(["ifconfig", "epair", "create"]).strip()
-            try:
-                self.runner.run(["ifconfig", a, "name", host_end, "group", GROUP, "description", description])
-                self.runner.run(["ifconfig", a[:-1] + "b", "name", jail_end, "group", GROUP])
-            except HostError:
-                self.runner.run(["ifconfig", a if not self.interface_exists(host_end) else host_end, "destroy"])
-                raise
-        plan.add(f"ifconfig epair create  # prints epairNa\n"
-                 f"ifconfig epairNa name {host_end} group {GROUP} description {description}\n"
-                 f"ifconfig epairNb name {jail_end} group {GROUP}", create,
-                 lambda: self.runner.run(["ifconfig", host_end, "destroy"]))  # takes the b end along
+        # The a end is in group kleenenet from its creation and the b end from its rename:
+        # whenever kleenenet dies, reconcile finds the pair (destroying the a end destroys both).
+        clone = self._plan_clone(plan, "epair", ["group", GROUP, "description", f"kleenenet:{net.name}:{c.name}"],
+                                 "epairNa")
+        self._plan_rename(plan, clone, "epairNa", host_end)
+        self._plan_rename(plan, clone, "epairNb", jail_end, ["group", GROUP], peer=True)
         self._step(plan, ["ifconfig", jail_end, "ether", stable_mac(net.id, c.id)])
-        self._step(plan, ["ifconfig", host_end, "up"])
+        # Into the bridge before it comes up: up outside a bridge it would get an fe80::
+        # address, and FreeBSD 15 refuses a member with an address (if_bridge(4)).
         self._step(plan, self._addm(net, host_end), ["ifconfig", net.interface, "deletem", host_end])
+        self._step(plan, ["ifconfig", host_end, "up"])
         self._step(plan, ["ifconfig", jail_end, "vnet", jail], ["ifconfig", jail_end, "-vnet", jail])
+        if ep.ip_address6:  # usable at once: no duplicate address detection on a private link
+            self._step(plan, self._in_jail(jail, "ifconfig", jail_end, "inet6", "no_dad"))
         for addr, subnet in ((ep.ip_address, net.subnet), (ep.ip_address6, net.subnet6)):
             if addr:
                 prefix = ipaddress.ip_network(subnet).prefixlen
-                self._step(plan, ["ifconfig", "-j", jail, jail_end, _inet(_family(addr)), f"{addr}/{prefix}", "alias"])
-        self._step(plan, ["ifconfig", "-j", jail, jail_end, "up"])
+                self._step(plan, self._in_jail(jail, "ifconfig", jail_end, _inet(_family(addr)), f"{addr}/{prefix}", "alias"))
+        self._step(plan, self._in_jail(jail, "ifconfig", jail_end, "up"))
         has_default = {_family(a) for e in others for a in (e.ip_address, e.ip_address6) if a and e.epair}
         for gw in (net.gateway, net.gateway6):
             if gw and _family(gw) not in has_default:  # the first network with a gateway routes
-                self._step(plan, ["route", "-j", jail, "add", f"-{_inet(_family(gw))}", "default", gw])
+                self._step(plan, self._in_jail(jail, "route", "add", f"-{_inet(_family(gw))}", "default", gw))
         return plan
 
     @staticmethod
@@ -372,7 +427,7 @@ class FreeBSDPlatform:
         self._step(plan, ["jail", "-c", f"name={jail}", *path, f"host.hostname={c.name}", "persist",
                           *params, *c.jail_param], ["jail", "-r", jail])
         if c.network_driver == "vnet":
-            self._step(plan, ["ifconfig", "-j", jail, "lo0", "inet", "127.0.0.1/8", "up"])
+            self._step(plan, self._in_jail(jail, "ifconfig", "lo0", "inet", "127.0.0.1/8", "up"))
         return plan
 
     def spawn(self, c: Container, detach: bool, log: Path | None) -> JailProcess:
@@ -410,17 +465,20 @@ class FreeBSDPlatform:
                        running: list[Container]) -> Plan:
         """Recreate missing network interfaces, gateway addresses and bridge members; reset running
         jails' address lists; remove the jails, interfaces, aliases and anchors of kleenenet that
-        nothing owns; load every network's anchor again."""
+        nothing owns; load the anchors pf does not have as they should be. When host and store
+        agree, the plan is empty."""
         plan = Plan("reconcile")
         owned = {jail_name(c): c for c in running}
         jails = self.host.jails()
         for name in sorted(jails):
             if name not in owned and re.fullmatch(JAIL_PREFIX + "[0-9a-f]{12}", name):
                 self._step(plan, ["jail", "-r", name], note="leftover")
+        interfaces = self.host.interfaces()
         wanted = {n.interface for n in networks} | {ep.epair + end for ep in endpoints if ep.epair for end in "ab"}
         for name in sorted(self.host.group_members(GROUP) - wanted):
+            if self._epair_b_end(name, interfaces):
+                continue  # destroying its a end destroys it (epair_clone_destroy in if_epair.c)
             self._step(plan, ["ifconfig", name, "destroy"], note="leftover")
-        interfaces = self.host.interfaces()
         for net in networks:
             iface = interfaces.get(net.interface)
             if iface is None:
@@ -437,15 +495,33 @@ class FreeBSDPlatform:
                 wired = [ep for ep in endpoints if ep.container_id == c.id]
                 plan.extend(self._plan_jail_list_reset(c, jails[name], wired))
         names = {n.name for n in networks}
-        for path in self.host.anchors(pf.ANCHOR_ROOT):
+        loaded = self.host.anchors(pf.ANCHOR_ROOT)
+        for path in loaded:
             if path.rpartition("/")[2] not in names:
                 self._step(plan, ["pfctl", "-a", path, "-F", "all"], note="leftover")
         plan.extend(self._plan_forwarding(networks))
         for net in networks:
-            argv = ["pfctl", "-a", pf.anchor(net), "-f", "-"]
-            text = pf.render(net, networks, self._members(net, endpoints))
-            plan.add(command_text(argv, text), lambda argv=argv, text=text: self.runner.run(argv, text))
+            members = self._members(net, endpoints)
+            text = pf.render(net, networks, members)
+            if not self._anchor_is_loaded(net, text, members, loaded):
+                argv = ["pfctl", "-a", pf.anchor(net), "-f", "-"]
+                plan.add(command_text(argv, text), lambda argv=argv, text=text: self.runner.run(argv, text))
         return plan
+
+    @staticmethod
+    def _epair_b_end(name: str, interfaces) -> bool:
+        """Whether `name` is the b end of an epair whose a end is on the host too."""
+        iface = interfaces.get(name)
+        return (name.endswith("b") and iface is not None and "epair" in iface.groups
+                and name[:-1] + "a" in interfaces)
+
+    def _anchor_is_loaded(self, net: Network, text: str, members: list[str], loaded: list[str]) -> bool:
+        """pf has the anchor's rules (by their label) and the table's members."""
+        path = pf.anchor(net)
+        if path not in loaded or pf.label(text) not in self.host.rule_labels(path):
+            return False
+        have = {ipaddress.ip_network(a.lstrip("!"), strict=False) for a in self.host.table(path, pf.table(net))}
+        return have == {ipaddress.ip_network(a) for a in members}
 
     def _plan_repair_interface(self, net: Network, iface, endpoints: list[Endpoint]) -> Plan:
         """Aliases nothing owns go, a lost gateway address comes back, the interface is up."""

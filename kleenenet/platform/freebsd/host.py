@@ -77,6 +77,8 @@ class PreviewRunner(Runner):
         ("jls", "--libxo", "json", "-v"): json.dumps({"__version": "2", "jail-information": {"jail": []}}),
         ("sysctl", "-n", "net.inet.ip.forwarding"): "0\n",
         ("sysctl", "-n", "net.inet6.ip6.forwarding"): "0\n",
+        ("sysctl", "-n", "net.inet6.ip6.rfc6204w3"): "0\n",
+        ("sysctl", "-n", "kern.osreldate"): "1402000\n",
         ("pfctl", "-a", "kleenenet", "-s", "Anchors"): "",
     }
 
@@ -134,3 +136,16 @@ class Host:
 
     def anchors(self, parent: str) -> list[str]:
         return _parsed(parsers.parse_anchors, self.runner.run(["pfctl", "-a", parent, "-s", "Anchors"]))
+
+    def rule_labels(self, anchor: str) -> list[str]:
+        return _parsed(parsers.parse_rule_labels, self.runner.run(["pfctl", "-a", anchor, "-s", "rules"]))
+
+    def table(self, anchor: str, table: str) -> list[str]:
+        return _parsed(parsers.parse_table_show, self.runner.run(["pfctl", "-a", anchor, "-t", table, "-T", "show"]))
+
+    def osreldate(self) -> int:
+        """__FreeBSD_version of the running kernel, e.g. 1402000 for 14.2 (sys/param.h)."""
+        value = self.sysctl("kern.osreldate")
+        if not value.isdigit():
+            raise HostError(f"unexpected kern.osreldate {value!r}")
+        return int(value)

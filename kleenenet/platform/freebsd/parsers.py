@@ -14,6 +14,8 @@ what was wrong, never a KeyError or IndexError from deep inside.
   parse_anchor_references  `pfctl -s rules` / `pfctl -s nat`
   pf_enabled               `pfctl -s info`
   skipped_interfaces       `pfctl -s Interfaces -v`
+  parse_rule_labels        `pfctl -a ANCHOR -s rules`, reduced to the rules' labels
+  parse_table_show         `pfctl -a ANCHOR -t TABLE -T show`
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Interface:
     inet: list[ipaddress.IPv4Interface] = field(default_factory=list)
     inet6: list[ipaddress.IPv6Interface] = field(default_factory=list)
     members: list[str] = field(default_factory=list)
+    nd6: set[str] = field(default_factory=set)  # "nd6 options=23<PERFORMNUD,ACCEPT_RTADV,...>"
 
     @property
     def up(self) -> bool:
@@ -53,6 +56,7 @@ class Interface:
 # flag is set ("pflog0: flags=0 metric 0 mtu 33152"). Names may contain '.', '_' and even ':'.
 _HEADER = re.compile(r"(?P<name>\S+): flags=[0-9a-fA-F]+(?:<(?P<flags>[^>]*)>)?(?P<rest>.*)")
 _MTU = re.compile(r"\bmtu (\d+)\b")
+_FLAG_NAMES = re.compile(r"<([^>]*)>")
 
 
 def parse_ifconfig(text: str) -> dict[str, Interface]:
@@ -101,6 +105,9 @@ def _parse_attribute(iface: Interface, line: str, number: int) -> None:
             iface.description = rest.strip()
         elif key == "groups:":
             iface.groups.extend(words)
+        elif key == "nd6" and rest.startswith("options="):
+            names = _FLAG_NAMES.search(rest)  # "options=1<PERFORMNUD>"; "options=0" has none
+            iface.nd6 = {f for f in names[1].split(",") if f} if names else set()
         elif key == "member:":
             # "member: epair0a flags=143<LEARNING,...>"; the "ifmaxaddr 0 port N ..." line that
             # follows it matches no key here and is skipped.
@@ -349,3 +356,27 @@ def skipped_interfaces(text: str) -> set[str]:
         elif len(words) != 1:
             raise ValueError(f"pfctl -s Interfaces line {number} is not 'NAME [(skip)]': {line.strip()!r}")
     return skipped
+
+
+# 'block return quick from <kn_x> to (self) label "kleenenet:0123abcd"'; print_rule() in
+# sbin/pfctl/pfctl_parser.c prints each of a rule's labels as ` label "%s"`.
+_LABEL = re.compile(r' label "(?P<label>[^"]*)"')
+
+
+def parse_rule_labels(text: str) -> list[str]:
+    """The labels of the filter rules `pfctl -a ANCHOR -s rules` prints, in order."""
+    return [m["label"] for _number, line in _pfctl_lines(text, "-s rules") for m in _LABEL.finditer(line)]
+
+
+def parse_table_show(text: str) -> list[str]:
+    """The addresses of a table, one per line as print_addrx() in sbin/pfctl/pfctl_table.c prints
+    them ("   10.2.3.1", "   10.9.0.0/24"; a negated entry starts with "!")."""
+    addresses = []
+    for number, line in _pfctl_lines(text, "-T show"):
+        entry = line.strip()
+        try:
+            ipaddress.ip_network(entry.lstrip("!"), strict=False)
+        except ValueError:
+            raise ValueError(f"pfctl -T show line {number} is not an address: {entry!r}") from None
+        addresses.append(entry)
+    return addresses

@@ -1,11 +1,14 @@
 """pf: each network's rules live in its own anchor, kleenenet/<network name>, rendered from
 templates/pf/network.conf.j2. The anchor text is a pure function of the networks and the
-network's members, so loading it again is always safe (reconcile does just that). Members are a
-pf table: connecting a container is `pfctl -T add`, not a ruleset load — except on a loopback
-network with icc off, where each jail needs its own rule to reach its own address."""
+network's members, so loading it again is always safe. Members are a pf table: connecting a
+container is `pfctl -T add`, not a ruleset load — except on a network with icc off, where each
+ipnet jail needs its own rule to reach its own address. One rule carries a label with a digest
+of the anchor without the table's members: reconcile compares it with what pf has loaded."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from functools import cache
 
 from kleenenet.model import Network
@@ -22,7 +25,12 @@ def table(net: Network) -> str:
 
 
 def needs_reload_per_member(net: Network) -> bool:
-    return net.type == "loopback" and not net.icc
+    """icc off: `block from <t> to <t>` would also drop an ipnet jail's traffic to its own
+    address (over the loopback network's interface, or over lo0 for an alias on a bridge: the
+    loopback route netinet/in.c adds for an address on a non-loopback interface), so each
+    member gets a rule of its own. (Every member: a vnet member's never matches, as its traffic
+    to itself stays in its jail, but an anchor is rendered from endpoints, not drivers.)"""
+    return not net.icc
 
 
 @cache
@@ -38,7 +46,16 @@ def _templates():
 def render(net: Network, networks: list[Network], members: list[str]) -> str:
     """The anchor of `net`, given all networks and the addresses of its running containers."""
     others = [s for n in networks if n.id != net.id for s in (n.subnet, n.subnet6) if s]
-    return _templates().get_template("network.conf.j2").render(
-        net=net, table=table(net), members=members, others=others,
-        self_members=members if needs_reload_per_member(net) else [],
-    )
+    template = _templates().get_template("network.conf.j2")
+    values = dict(net=net, table=table(net), others=others,
+                  self_members=members if needs_reload_per_member(net) else [])
+    digest = hashlib.sha256(template.render(**values, table_members=[], label="").encode()).hexdigest()
+    return template.render(**values, table_members=members, label=f"{ANCHOR_ROOT}:{digest[:16]}")
+
+
+_LABEL = re.compile(rf'label "({ANCHOR_ROOT}:[0-9a-f]+)"')
+
+
+def label(text: str) -> str:
+    """The label of a rendered anchor."""
+    return _LABEL.search(text)[1]
