@@ -22,25 +22,30 @@ from kleenenet.plan import Plan
 from kleenenet.platform import stable_mac
 from kleenenet.platform.linux import firewall, process
 from kleenenet.platform.linux.firewall import FirewallState
-from kleenenet.platform.linux.namespaces import process_alive
+from kleenenet.platform.linux.namespaces import process_alive, write_sysctl_in
 from kleenenet.platform.linux.netlink import KLEENENET_GROUP, Netlink
 
 NEXT_HOP4 = "169.254.1.1"
 NEXT_HOP6 = "fe80::1"
 INTERFACE_PREFIX = "kleene"
 ENDPOINT_PREFIX = "kv"  # + endpoint id: 14 characters, within IFNAMSIZ
+CONTAINER_FORWARDING = ("net.ipv4.conf.all.forwarding", "net.ipv6.conf.all.forwarding")
 
 
 def endpoint_ifname(ep: Endpoint) -> str:
     return ENDPOINT_PREFIX + ep.id
 
 
+def container_mac(net: Network, container_id: str) -> str:
+    return stable_mac(net.id, container_id)
+
+
 def _fw(networks: list[Network], endpoints: list[Endpoint]) -> FirewallState:
-    """The firewall's view of the state: networks, and which host interface is whose."""
+    """The firewall's view of the state: networks, and the ports of their running containers."""
     by_id = {n.id: n for n in networks}
-    members = {ep.epair: by_id[ep.network_id] for ep in endpoints
-               if ep.epair and ep.network_id in by_id and by_id[ep.network_id].type == "loopback"}
-    return FirewallState(networks, members)
+    return FirewallState(networks, [
+        firewall.port_of(ep.epair, by_id[ep.network_id], ep, container_mac(by_id[ep.network_id], ep.container_id))
+        for ep in endpoints if ep.epair and ep.network_id in by_id])
 
 
 def _sysctl_path(key: str) -> Path:
@@ -176,8 +181,13 @@ class LinuxPlatform:
         container's next free ethK). `others`: the container's endpoints already wired."""
         plan = Plan("connect")
         host = endpoint_ifname(ep)
-        mac = stable_mac(net.id, c.id)
+        mac = container_mac(net, c.id)
         host_mac = stable_mac("host", net.id, c.id)
+        # The port is bound to its container's addresses before it exists, so no packet it
+        # ever carries goes unchecked.
+        port = firewall.port_of(host, net, ep, mac)
+        add, delete = firewall.add_port(port), firewall.delete_port(port)
+        plan.add(f"nft -f - <<EOF\n{add}EOF", lambda: self.nft.run(add), lambda: self.nft.run(delete))
         ns = {}  # the container's netlink socket, opened when the plan runs
 
         def cnl() -> Netlink:
@@ -212,9 +222,6 @@ class LinuxPlatform:
                     plan.add(f"ip route add {addr}/{plen} dev {host}",
                              lambda addr=addr, plen=plen: self.nl.add_route(f"{addr}/{plen}", host))
         plan.extend(self._plan_container_side(net, ep, c, cif, host_mac, cnl))
-        if net.type == "loopback":
-            add, delete = firewall.add_members(host, net), firewall.delete_members(host)
-            plan.add(f"nft -f - <<EOF\n{add}EOF", lambda: self.nft.run(add), lambda: self.nft.run(delete))
         return plan
 
     def _plan_container_side(self, net: Network, ep: Endpoint, c: Container, cif: str, host_mac: str,
@@ -228,6 +235,8 @@ class LinuxPlatform:
                          lambda addr=addr, plen=plen: cnl().add_address(cif, addr, plen))
         if not net.subnet6:
             plan.add(f"{at} link set {cif} addrgenmode none", lambda: cnl().disable_ipv6_autoconf(cif))
+        else:  # the link-local address the bridge table binds the port to
+            plan.add(f"{at} link set {cif} addrgenmode eui64", lambda: cnl().set_eui64_autoconf(cif))
         plan.add(f"{at} link set {cif} up", lambda: cnl().set_up(cif))
         for addr, subnet, gw, hop in ((ep.ip_address, net.subnet, net.gateway, NEXT_HOP4),
                                       (ep.ip_address6, net.subnet6, net.gateway6, NEXT_HOP6)):
@@ -251,19 +260,27 @@ class LinuxPlatform:
                     wiring=None) -> Plan:
         plan = Plan("disconnect")
         host = endpoint_ifname(ep)
-        if net.type == "loopback":
-            delete = firewall.delete_members(host)
-            plan.add(f"nft -f - <<EOF\n{delete}EOF", lambda: self.nft.run(delete))
         plan.add(f"ip link del {host}", lambda: self.nl.delete_link(host))
+        # unbound only once the port is gone
+        delete = firewall.delete_port(firewall.port_of(host, net, ep, container_mac(net, c.id)))
+        plan.add(f"nft -f - <<EOF\n{delete}EOF", lambda: self.nft.run(delete))
         return plan
 
     def plan_new_namespace(self, c: Container) -> Plan:
-        """A container's own namespace starts with lo, up (all a `disabled` container gets)."""
+        """A container's own namespace starts with lo, up (all a `disabled` container gets), and
+        forwarding off whatever a new namespace inherits: a container on two networks is not a
+        router between them."""
         plan = Plan("namespace")
         if c.network_driver == "host":
             return plan  # the host's own network namespace
+        plan.add(f"ip netns exec {c.name} sysctl -w " + " ".join(f"{k}=0" for k in CONTAINER_FORWARDING),
+                 lambda: self._forwarding_off(c))
         plan.add(f"ip -n {c.name} link set lo up", lambda: self._set_lo_up(c))
         return plan
+
+    def _forwarding_off(self, c: Container) -> None:
+        for key in CONTAINER_FORWARDING:
+            write_sysctl_in(f"/proc/{c.pid}/ns/net", key, "0")
 
     def _set_lo_up(self, c: Container) -> None:
         cnl = Netlink(f"/proc/{c.pid}/ns/net")
@@ -301,8 +318,10 @@ class LinuxPlatform:
             if not link["up"]:
                 plan.add(f"ip link set {net.interface} up", lambda net=net: self.nl.set_up(net.interface))
         plan.extend(self._plan_forwarding(networks))
-        batch = firewall.render(_fw(networks, endpoints))
-        plan.add(f"nft -f - <<EOF\n{batch}EOF", lambda: self.nft.run(batch))
+        state = _fw(networks, endpoints)
+        if not firewall.in_effect(self.nft, state):
+            batch = firewall.render(state)
+            plan.add(f"nft -f - <<EOF\n{batch}EOF", lambda: self.nft.run(batch))
         return plan
 
     def lost_endpoints(self, wired: list[tuple[Network, Endpoint, Container]]) -> list[Endpoint]:

@@ -1,30 +1,114 @@
-"""nftables: kleenenet's one table, `inet kleenenet`, changed only by atomic batches.
+"""nftables: kleenenet's two tables, `inet kleenenet` and `bridge kleenenet`, changed only by
+atomic batches.
 
-The whole table is a pure function of the state (networks and the host interfaces of running
-endpoints), rendered from templates/linux/ruleset.nft.j2. Network changes replace the table in
-one batch; attaching a container only adds elements to the interface maps, so its cost does not
-grow with the number of containers.
+The tables are a pure function of the state (networks and the running endpoints), rendered from
+templates/linux/ruleset.nft.j2. Network changes replace both tables in one batch; attaching a
+container only adds elements to sets and maps, so its cost does not grow with the number of
+containers.
+
+Every packet a container sends is checked against the addresses it owns:
+- in `bridge kleenenet`, each bridge port is bound to its endpoint's MAC and addresses (Ethernet
+  source, ARP sender, IPv4/IPv6 source, neighbour discovery targets);
+- in `inet kleenenet`, what enters IP from a network (its bridge, or a loopback network's port)
+  must carry a source of that network (that port's own address on loopback networks), and a
+  kleenenet source arriving from anywhere else is dropped. Masquerading by source therefore
+  only ever applies to packets that came in through the network's own interfaces.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import ipaddress
+import json
 from dataclasses import dataclass, field
 from functools import cache
 
 from kleenenet.errors import HostError
-from kleenenet.model import Network
+from kleenenet.model import Endpoint, Network
 
-TABLE = "inet kleenenet"
+TABLES = ("inet kleenenet", "bridge kleenenet")
 # interface map -> prefix of the per-network chain it jumps to (see the template)
 MAPS = {"from_network": "from", "to_network": "to", "input_network": "input"}
+
+
+def link_local(mac: str) -> str:
+    """The EUI-64 link-local address of a MAC (what the kernel gives an interface with it)."""
+    b = bytes.fromhex(mac.replace(":", ""))
+    eui = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:]
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + eui))
+
+
+@dataclass
+class Port:
+    """A container's port on the host: its interface, network, MAC and addresses."""
+
+    ifname: str
+    net: Network
+    mac: str
+    ip: str = ""
+    ip6: str = ""
+
+    @property
+    def addresses6(self) -> list[str]:
+        # a container on an IPv6 network also owns its link-local address (neighbour discovery)
+        return [self.ip6, link_local(self.mac)] if self.ip6 else []
+
+
+def port_of(ifname: str, net: Network, ep: Endpoint, mac: str) -> Port:
+    return Port(ifname, net, mac, ep.ip_address or "", ep.ip_address6 or "")
 
 
 @dataclass
 class FirewallState:
     networks: list[Network]
-    # host interface -> network, for loopback networks' endpoints (a bridge is its own member)
-    members: dict[str, Network] = field(default_factory=dict)
+    ports: list[Port] = field(default_factory=list)
+
+
+def _q(ifname: str) -> str:
+    return f'"{ifname}"'
+
+
+def port_elements(p: Port) -> dict[tuple[str, str], list[str]]:
+    """(table, set) -> the elements one port adds."""
+    name = _q(p.ifname)
+    # Where its packets enter IP: a loopback network's port always; a bridge port only when
+    # br_netfilter passes bridged traffic through IP's hooks with the port as input interface.
+    els = {("inet kleenenet", "interfaces"): [name],
+           ("inet kleenenet", "sources4"): [f"{name} . {p.ip}"] if p.ip else [],
+           ("inet kleenenet", "sources6"): [f"{name} . {p.ip6}"] if p.ip6 else []}
+    if p.net.type == "loopback":  # routed: its interface is the network's member
+        els.update({("inet kleenenet", m): [f"{name} : jump {chain}_{p.net.id}"] for m, chain in MAPS.items()})
+        return els
+    els.update({  # bridged: checked as it enters the bridge
+        ("bridge kleenenet", "ports"): [name],
+        ("bridge kleenenet", "port_macs"): [f"{name} . {p.mac}"],
+        ("bridge kleenenet", "port_addrs4"): [f"{name} . {p.ip}"] if p.ip else [],
+        ("bridge kleenenet", "port_addrs6"): [f"{name} . {a}" for a in p.addresses6],
+        ("bridge kleenenet", "nd_targets"): [f"{name} . 0x{int(ipaddress.IPv6Address(a)):032x}"
+                                             for a in p.addresses6],
+    })
+    return els
+
+
+def elements(state: FirewallState) -> dict[tuple[str, str], list[str]]:
+    """Every element of every set and map of both tables."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for n in state.networks:
+        if n.type == "loopback":
+            continue
+        for m, chain in MAPS.items():  # a bridge is the member of its own network
+            out.setdefault(("inet kleenenet", m), []).append(f"{_q(n.interface)} : jump {chain}_{n.id}")
+        out.setdefault(("inet kleenenet", "interfaces"), []).append(_q(n.interface))
+        for attr, set_ in (("subnet", "sources4"), ("subnet6", "sources6")):
+            if getattr(n, attr):
+                out.setdefault(("inet kleenenet", set_), []).append(f"{_q(n.interface)} . {getattr(n, attr)}")
+    for p in state.ports:
+        for key, els in port_elements(p).items():
+            out.setdefault(key, []).extend(els)
+    for family, attr, set_ in ((4, "subnet", "subnets4"), (6, "subnet6", "subnets6")):
+        out[("inet kleenenet", set_)] = [getattr(n, attr) for n in state.networks if getattr(n, attr)]
+    return {k: sorted(v) for k, v in out.items() if v}
 
 
 @cache
@@ -37,22 +121,79 @@ def _templates():
     )
 
 
-def render(state: FirewallState) -> str:
-    members = {n.interface: n for n in state.networks if n.type != "loopback"}
-    members.update(state.members)
+def _render(state: FirewallState, els: dict, digest: str) -> str:
     return _templates().get_template("ruleset.nft.j2").render(
-        networks=state.networks, members=sorted(members.items()),
-    )
+        networks=state.networks, elements=els, digest=digest)
 
 
-def add_members(ifname: str, net: Network) -> str:
-    return "".join(
-        f'add element {TABLE} {m} {{ "{ifname}" : jump {chain}_{net.id} }}\n' for m, chain in MAPS.items()
-    )
+def digest(state: FirewallState) -> str:
+    """What identifies the tables' rules (their elements aside): kept in a rule comment, so
+    reconcile can tell whether the loaded rules are the ones the state wants."""
+    return hashlib.sha256(_render(state, {}, "").encode()).hexdigest()[:16]
 
 
-def delete_members(ifname: str) -> str:
-    return "".join(f'delete element {TABLE} {m} {{ "{ifname}" }}\n' for m in MAPS)
+def render(state: FirewallState) -> str:
+    return _render(state, elements(state), digest(state))
+
+
+def _batch(verb: str, els: dict[tuple[str, str], list[str]]) -> str:
+    return "".join(f"{verb} element {table} {set_} {{ {', '.join(items)} }}\n"
+                   for (table, set_), items in els.items() if items)
+
+
+def add_port(p: Port) -> str:
+    return _batch("add", port_elements(p))
+
+
+def delete_port(p: Port) -> str:
+    return _batch("delete", port_elements(p))
+
+
+# what is loaded
+
+def _canonical(value) -> str:
+    """An element of `nft -j` output written the way the template writes it."""
+    if isinstance(value, list):  # a map element: [key, verdict]
+        key, verdict = value
+        (kind, arg), = verdict.items()
+        return f"{_canonical(key)} : {kind} {arg['target']}"
+    if isinstance(value, dict):
+        if "concat" in value:
+            return " . ".join(_canonical(v) for v in value["concat"])
+        if "prefix" in value:
+            return f"{value['prefix']['addr']}/{value['prefix']['len']}"
+        if "elem" in value:
+            return _canonical(value["elem"]["val"])
+        raise ValueError(f"unexpected nft element {value}")
+    if isinstance(value, int):
+        return f"0x{value:032x}"
+    return value
+
+
+def loaded(nft: Nft) -> tuple[list[str], dict[tuple[str, str], list[str]]]:
+    """The rule comments (digests) and the elements of kleenenet's tables as loaded."""
+    comments, els = [], {}
+    for table in TABLES:
+        try:
+            listing = json.loads(nft.run(f"list table {table}", json_output=True))["nftables"]
+        except HostError:
+            continue  # no such table
+        for obj in listing:
+            (kind, body), = obj.items()
+            if kind in ("set", "map") and body.get("elem"):
+                els[(table, body["name"])] = sorted(_canonical(e) for e in body["elem"])
+            elif kind == "rule" and "comment" in body:
+                comments.append(body["comment"])
+    return comments, els
+
+
+def in_effect(nft: Nft, state: FirewallState) -> bool:
+    """Whether the loaded tables are exactly what `state` renders."""
+    if not state.networks:
+        return all(not nft.exists(t) for t in TABLES)
+    comments, els = loaded(nft)
+    want = f"kleenenet {digest(state)}"
+    return comments == [want] * len(TABLES) and els == {k: v for k, v in elements(state).items() if v}
 
 
 class Nft:
@@ -67,6 +208,9 @@ class Nft:
         lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
         for name in ("nft_ctx_buffer_output", "nft_ctx_buffer_error"):
             getattr(lib, name).argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
+        lib.nft_ctx_output_get_flags.restype = ctypes.c_uint
+        lib.nft_ctx_output_get_flags.argtypes = [ctypes.c_void_p]
         lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
         lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
         lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
@@ -77,7 +221,12 @@ class Nft:
         lib.nft_ctx_buffer_output(self.ctx)
         lib.nft_ctx_buffer_error(self.ctx)
 
-    def run(self, batch: str) -> str:
+    NFT_CTX_OUTPUT_JSON = 1 << 4
+
+    def run(self, batch: str, json_output: bool = False) -> str:
+        flags = self.lib.nft_ctx_output_get_flags(self.ctx)
+        self.lib.nft_ctx_output_set_flags(self.ctx, flags | self.NFT_CTX_OUTPUT_JSON if json_output
+                                          else flags & ~self.NFT_CTX_OUTPUT_JSON)
         rc = self.lib.nft_run_cmd_from_buffer(self.ctx, batch.encode())
         err = (self.lib.nft_ctx_get_error_buffer(self.ctx) or b"").decode().strip()
         out = (self.lib.nft_ctx_get_output_buffer(self.ctx) or b"").decode()
@@ -86,9 +235,9 @@ class Nft:
             raise HostError(f"nft: {first}")
         return out
 
-    def ruleset(self) -> str:
-        """Our table as nft lists it, '' when it does not exist."""
+    def exists(self, table: str) -> bool:
         try:
-            return self.run(f"list table {TABLE}")
+            self.run(f"list table {table}")
+            return True
         except HostError:
-            return ""
+            return False

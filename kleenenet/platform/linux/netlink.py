@@ -17,7 +17,7 @@ KLEENENET_GROUP = 0x6B6E
 
 IFA_F_NODAD = 0x02  # addresses kleenenet assigns are unique by construction: skip DAD's delay
 RTNH_F_ONLINK = 0x04
-IN6_ADDR_GEN_MODE_NONE = 1
+IN6_ADDR_GEN_MODE_EUI64, IN6_ADDR_GEN_MODE_NONE = 0, 1
 NUD_PERMANENT = 0x80
 ENOENT, EEXIST, ENODEV = 2, 17, 19
 
@@ -128,8 +128,15 @@ class Netlink:
     def disable_ipv6_autoconf(self, name: str) -> None:
         """No link-local address, hence no DAD, router solicitations or MLD from this interface.
         Hundreds of chatty ports on one bridge make every later attach slower."""
+        self._set_addr_gen_mode(name, IN6_ADDR_GEN_MODE_NONE)
+
+    def set_eui64_autoconf(self, name: str) -> None:
+        """A link-local address derived from the MAC, whatever the namespace's default mode."""
+        self._set_addr_gen_mode(name, IN6_ADDR_GEN_MODE_EUI64)
+
+    def _set_addr_gen_mode(self, name: str, mode: int) -> None:
         self.ipr.link("set", index=self._idx(name), IFLA_AF_SPEC={
-            "attrs": [["AF_INET6", {"attrs": [["IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE]]}]]})
+            "attrs": [["AF_INET6", {"attrs": [["IFLA_INET6_ADDR_GEN_MODE", mode]]}]]})
 
     def set_isolated(self, name: str) -> None:
         """A bridge port that may only talk to non-isolated ports (the bridge itself)."""
