@@ -542,12 +542,13 @@ class FreeBSDPlatform:
         return plan
 
     def _plan_jail_list_reset(self, c: Container, jail, wired: list[Endpoint]) -> Plan:
-        """A running ipnet jail's addresses are exactly its wired endpoints' (a crash may have
-        left one more)."""
+        """A running ipnet jail's addresses are exactly its wired endpoints' (a crash may have left
+        one more, or one less); the kernel's order is kept, missing ones go last, as a connect
+        adds them."""
         plan = Plan("jail-addresses")
         for version, param, current in ((4, "ip4.addr", jail.ipv4), (6, "ip6.addr", jail.ipv6)):
-            mine = {a for e in wired for a in (e.ip_address, e.ip_address6) if a and _family(a) == version}
-            new = [a for a in current if a in mine] + sorted(mine - set(current))
+            mine = [a for e in wired for a in (e.ip_address, e.ip_address6) if a and _family(a) == version]
+            new = [a for a in current if a in mine] + [a for a in mine if a not in current]
             if new != current:
                 self._step(plan, ["jail", "-m", f"name={jail_name(c)}", f"{param}={','.join(new)}"])
         return plan

@@ -45,7 +45,8 @@ def _templates():
 
 def render(net: Network, networks: list[Network], members: list[str]) -> str:
     """The anchor of `net`, given all networks and the addresses of its running containers."""
-    others = [s for n in networks if n.id != net.id for s in (n.subnet, n.subnet6) if s]
+    # in name order: the same networks give the same text (and label), however they were listed
+    others = [s for n in sorted(networks, key=lambda n: n.name) if n.id != net.id for s in (n.subnet, n.subnet6) if s]
     template = _templates().get_template("network.conf.j2")
     values = dict(net=net, table=table(net), others=others,
                   self_members=members if needs_reload_per_member(net) else [])
