@@ -290,7 +290,8 @@ def test_doctor_on_a_ready_host(bench):
     report = doctor_report(bench)
     assert report['the main ruleset has nat-anchor "kleenenet/*"'] is True
     assert report['the main ruleset has anchor "kleenenet/*"'] is True
-    assert report["pf filters lo0 (traffic between ipnet jails)"] is True
+    assert report["pf filters lo0 and kleenenet's loopback interfaces"] is True
+    assert report["FreeBSD 14.2 (kern.osreldate 1402000): vnet jails are configured with `ifconfig -j` and `route -j`"]
     assert report["net.inet.ip.forwarding=1"] is True  # the bridge network turned it on
     assert report["net.link.bridge.pfil_member=1"] is None  # a warning, with advice
     assert False not in report.values()

@@ -9,6 +9,7 @@ from kleenenet.model import Network
 from kleenenet.platform import Check
 from kleenenet.platform.freebsd import parsers
 from kleenenet.platform.freebsd.host import Runner
+from kleenenet.platform.freebsd import FORWARDING, JAIL_OPTION_RELEASE, RA_WITH_FORWARDING
 from kleenenet.platform.freebsd.pf import ANCHOR_ROOT
 
 REFERENCES = (("nat-anchor", "nat"), ("rdr-anchor", "nat"), ("anchor", "rules"))
@@ -43,15 +44,8 @@ def _checks(runner: Runner, networks: list[Network]) -> list[Check]:
                                f'add `{kind} "{ANCHOR_ROOT}/*"` to /etc/pf.conf with the other '
                                f'{"translation" if kind != "anchor" else "filter"} rules, then `pfctl -f /etc/pf.conf`'))
 
-    skipped = parsers.skipped_interfaces(runner.run(["pfctl", "-s", "Interfaces", "-v"]))
-    if skipped & {"lo0", "lo"}:
-        found.append(Check(None if not any(n.type == "loopback" for n in networks) else False,
-                           f"pf skips {', '.join(sorted(skipped & {'lo0', 'lo'}))}: traffic between ipnet jails "
-                           "(and from them to the host) passes lo0 unfiltered, so isolation and icc do not hold",
-                           "in /etc/pf.conf, replace `set skip on lo0` (or `lo`) by `pass quick on lo0` placed "
-                           'after `anchor "kleenenet/*"`'))
-    else:
-        found.append(Check(True, "pf filters lo0 (traffic between ipnet jails)"))
+    found.extend(_skip_checks(runner, networks))
+    found.append(_release_check(runner))
 
     bridges = [n for n in networks if n.type == "bridge"]
     if bridges or _module_loaded(runner, "if_bridge"):
@@ -75,4 +69,73 @@ def _checks(runner: Runner, networks: list[Network]) -> list[Check]:
             found.append(Check(True if on else None, f"{key}={'1' if on else '0'}",
                                "" if on else f"kleenenet turns it on when it creates the network (and at boot "
                                f"with its rc.d script); to keep it on: {rc} in /etc/rc.conf"))
+    if runner.run(["sysctl", "-n", FORWARDING6]).strip() == "1":
+        found.extend(_router_advertisement_check(runner))
     return found
+
+
+FORWARDING6 = FORWARDING[6]
+LOOPBACK_FIX = ('in /etc/pf.conf, drop `set skip on` for {what} and add `pass quick on lo0` after '
+                '`anchor "kleenenet/*"` (kleenenet\'s rules come first; then lo0 passes), then `pfctl -f /etc/pf.conf`')
+
+
+def _skip_checks(runner: Runner, networks: list[Network]) -> list[Check]:
+    """Which loopback traffic pf skips. An ipnet jail's traffic to the host's addresses crosses
+    lo0, and so does all traffic of ipnet jails on a bridge network (a /32 alias on a
+    non-loopback interface gets a loopback route: netinet/in.c); between ipnet jails of a
+    loopback network it crosses that network's kleeneN, which, cloned from lo, is in interface
+    group lo: `set skip on lo` skips it too (pfi_skip_if in sys/netpfil/pf/pf_if.c matches
+    groups), `set skip on lo0` does not."""
+    skipped = parsers.skipped_interfaces(runner.run(["pfctl", "-s", "Interfaces", "-v"]))
+    bad = False if networks else None  # with no network yet, a warning
+    loopbacks = [n for n in networks if n.type == "loopback"]
+    found = []
+    if "lo" in skipped:
+        names = ", ".join(f"{n.interface} ({n.name})" for n in loopbacks) or "none yet"
+        found.append(Check(bad, "pf skips interface group lo (`set skip on lo`): lo0 and every loopback network's "
+                           f"interface (cloned from lo: {names}); traffic between ipnet jails of loopback networks, "
+                           "from ipnet jails to the host, and between ipnet jails on bridge networks is not "
+                           "filtered: isolation, --no-icc and the block of the host's services do not hold",
+                           LOOPBACK_FIX.format(what="lo")))
+    elif "lo0" in skipped:
+        found.append(Check(bad, "pf skips lo0 (`set skip on lo0`): traffic from ipnet jails to the host's own "
+                           "addresses, and all traffic of ipnet jails on bridge networks (their addresses are "
+                           "reached over lo0), is not filtered: those jails reach the host's services, and "
+                           "--no-icc and isolation do not hold between ipnet jails on bridge networks (between "
+                           "ipnet jails of loopback networks they hold: that traffic crosses kleeneN)",
+                           LOOPBACK_FIX.format(what="lo0")))
+    for net in networks:
+        if net.interface in skipped and "lo" not in skipped:
+            found.append(Check(False, f"pf skips {net.interface}, the interface of network {net.name!r}: traffic "
+                               "between its jails is not filtered", LOOPBACK_FIX.format(what=net.interface)))
+    if not found:
+        found.append(Check(True, "pf filters lo0 and kleenenet's loopback interfaces"))
+    return found
+
+
+def _release_check(runner: Runner) -> Check:
+    version = int(runner.run(["sysctl", "-n", "kern.osreldate"]).strip())
+    release = f"FreeBSD {version // 100000}.{version // 1000 % 100} (kern.osreldate {version})"
+    if version >= JAIL_OPTION_RELEASE:
+        return Check(True, f"{release}: vnet jails are configured with `ifconfig -j` and `route -j`")
+    return Check(None, f"{release} has no `ifconfig -j` / `route -j` (FreeBSD 14): vnet jails are configured "
+                       "with `jexec JAIL ifconfig|route`", "a vnet jail's path must hold /sbin/ifconfig and "
+                       "/sbin/route (the default path=/ does)")
+
+
+def _router_advertisement_check(runner: Runner) -> list[Check]:
+    """With ip6.forwarding=1 the kernel ignores the router lifetime of router advertisements
+    unless ip6.rfc6204w3=1 (nd6_ra_input in sys/netinet6/nd6_rtr.c)."""
+    interfaces = parsers.parse_ifconfig(runner.run(["ifconfig", "-a"]))
+    slaac = sorted(name for name, i in interfaces.items() if "ACCEPT_RTADV" in i.nd6)
+    if not slaac:
+        return []
+    on = runner.run(["sysctl", "-n", RA_WITH_FORWARDING]).strip() == "1"
+    if on:
+        return [Check(True, f"{RA_WITH_FORWARDING}=1: {', '.join(slaac)} keep(s) the IPv6 default route from "
+                            "router advertisements with forwarding on")]
+    return [Check(False, f"{FORWARDING6}=1 and {RA_WITH_FORWARDING}=0 while {', '.join(slaac)} take(s) IPv6 "
+                         "settings from router advertisements (ACCEPT_RTADV): the kernel ignores their router "
+                         "lifetime, so the host loses its IPv6 default route",
+                  f"sysctl {RA_WITH_FORWARDING}=1, and {RA_WITH_FORWARDING}=1 in /etc/sysctl.conf "
+                  "(kleenenet sets it when it turns IPv6 forwarding on itself)")]
