@@ -20,12 +20,32 @@ if [ ! -f "$REPO/pyproject.toml" ]; then
 	exit 1
 fi
 
+echo "==> first boot"
+# The official images run freebsd-update (and pkg) once at first boot and then
+# reboot (rc.d firstboot scripts; /etc/rc reboots when /firstboot-reboot
+# exists as it removes /firstboot).  Vagrant can reach sshd before that, so the
+# reboot would cut this script off: turn the first-boot updates off for later
+# boots, drop a pending reboot request until the first boot is over, and wait
+# for it.
+sysrc firstboot_freebsd_update_enable=NO firstboot_pkgs_enable=NO >/dev/null 2>&1 || true
+waited=0
+while [ -e /firstboot ] && [ "$waited" -lt 900 ]; do
+	if [ -e /firstboot-reboot ]; then
+		chflags -R 0 /firstboot-reboot && rm -rf /firstboot-reboot
+		echo "provision.sh: dropped the first-boot reboot request" >&2
+	fi
+	sleep 1
+	waited=$((waited + 1))
+done
+rm -rf /firstboot-reboot
+
 echo "==> packages"
 # pydantic-core has no FreeBSD wheel on PyPI (building it needs Rust), so
 # pydantic comes from the package and the virtualenv sees the system
 # site-packages; the rest (click, jinja2, pytest, hypothesis) is pure Python.
 export ASSUME_ALWAYS_YES=yes
-pkg install -y python311 py311-pip py311-sqlite3 py311-pydantic2
+# sudo: run-tests.sh is started with `vagrant ssh -c 'sudo ...'`, and some boxes lack it.
+pkg install -y sudo python311 py311-pip py311-sqlite3 py311-pydantic2
 
 echo "==> virtualenv $VENV"
 if [ ! -x "$VENV/bin/python" ]; then
