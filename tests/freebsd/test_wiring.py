@@ -10,7 +10,7 @@ import pytest
 from kleenenet.errors import HostError
 from kleenenet.platform.freebsd import FreeBSDPlatform
 from kleenenet.platform.freebsd.host import PreviewRunner
-from tests.freebsd.test_plans import Bench, bench, fixed_ids, net_bridge, net_loopback, run_ipnet, run_vnet  # noqa: F401
+from tests.freebsd.test_plans import Bench, bench, fixed_ids, net_bridge, net_loopback, run_vnet  # noqa: F401
 
 
 def reconcile_plan(bench) -> list[str]:

@@ -92,6 +92,12 @@ def host_tcp_server(port: int) -> Iterator[None]:
         server.wait()
 
 
+def host_can_connect(addr: str, port: int) -> bool:
+    """Whether the host itself can open a TCP connection to addr:port (kleenenet's anchors
+    never block the host: a positive control for the jails' probes)."""
+    return sh("nc", "-z", "-n", "-w", str(CONNECT_TIMEOUT), addr, str(port), check=False).returncode == 0
+
+
 # what kleenenet leaves on the host
 
 def kleenenet_interfaces() -> list[str]:
@@ -211,10 +217,11 @@ class Kleenenet:
     def network(self, name: str) -> dict:
         return self.json("network", "inspect", name)["network"]
 
-    def ip_of(self, container: str, network: str) -> str:
+    def ip_of(self, container: str, network: str, family: int = 4) -> str:
         net_id = self.network(network)["id"]
         endpoints = self.json("inspect", container)["container_endpoints"]
-        return next(ep["ip_address"] for ep in endpoints if ep["network_id"] == net_id)
+        key = "ip_address" if family == 4 else "ip_address6"
+        return next(ep[key] for ep in endpoints if ep["network_id"] == net_id)
 
     def jail_of(self, container: str) -> str:
         return JAIL_PREFIX + self.json("inspect", container)["container"]["id"]
@@ -245,16 +252,17 @@ class Kleenenet:
 
     # containers that talk
 
-    def serve(self, name: str, network: str, driver: str, port: int = SERVER_PORT) -> str:
+    def serve(self, name: str, network: str, driver: str, port: int = SERVER_PORT, family: int = 4,
+              *options: str) -> str:
         """A detached container answering each TCP connection with 'pong' (and writing what it
-        receives to its log); returns its address on network once it listens."""
-        self("run", "-d", "-l", driver, "-n", network, "--name", name, "--",
-             "sh", "-c", f"while :; do echo pong | nc -N -n -l {port}; done")
-        eventually(lambda: self.listening(name, port), f"{name} to listen on port {port}")
-        return self.ip_of(name, network)
+        receives to its log); returns its address (of `family`) on network once it listens."""
+        self("run", "-d", "-l", driver, "-n", network, *options, "--name", name, "--",
+             "sh", "-c", f"while :; do echo pong | nc -{family} -N -n -l {port}; done")
+        eventually(lambda: self.listening(name, port, family), f"{name} to listen on port {port}")
+        return self.ip_of(name, network, family)
 
-    def listening(self, container: str, port: int) -> bool:
-        r = self("exec", container, "--", "sockstat", "-4", "-l", "-P", "tcp", "-p", str(port), check=False)
+    def listening(self, container: str, port: int, family: int = 4) -> bool:
+        r = self("exec", container, "--", "sockstat", f"-{family}", "-l", "-P", "tcp", "-p", str(port), check=False)
         return r.returncode == 0 and any(f":{port}" in line for line in r.stdout.splitlines()[1:])
 
     def exchange(self, network: str, addr: str, port: int, driver: str) -> str | None:

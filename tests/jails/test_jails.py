@@ -20,6 +20,7 @@ from tests.jails.host import (
     UPLINK_ADDR,
     WAN_HOST_IF,
     eventually,
+    host_can_connect,
     host_tcp_server,
     kleenenet_anchors,
     non_loopback_addresses,
@@ -103,6 +104,8 @@ def test_networks_are_isolated(kn, net_type):
     create_network(kn, "b", net_type, SUBNET_B)
     server = kn.serve("srv", "a", driver)
     assert kn.exchange("a", server, SERVER_PORT, driver) == "pong"  # the server answers at all
+    other = kn.serve("srv-b", "b", driver)
+    assert kn.exchange("b", other, SERVER_PORT, driver) == "pong"  # network b works
     assert not kn.can_connect("b", server, SERVER_PORT, driver)
 
 
@@ -111,6 +114,8 @@ def test_icc_off_separates_jails_but_not_from_the_gateway(kn):
     gateway = kn.network("quiet")["gateway"]
     server = kn.serve("a", "quiet", "vnet")
     kn("run", "-d", "-l", "vnet", "-n", "quiet", "--name", "b", "--", "sleep", "600")
+    assert host_can_connect(server, SERVER_PORT)  # the server answers from an allowed place
+    assert kn.ping("b", gateway).returncode == 0  # and b's network works
     assert not kn.exec_can_connect("b", server, SERVER_PORT)
     for name in ("a", "b"):
         r = kn.ping(name, gateway)
@@ -135,6 +140,7 @@ def test_jails_cannot_reach_host_services(kn, wan, net_type):
     driver = DRIVER[net_type]
     create_network(kn, "net", net_type, SUBNET_A, "--nat-if", WAN_HOST_IF)
     targets = [UPLINK_ADDR] + ([kn.network("net")["gateway"]] if net_type == "bridge" else [])
+    assert wan.peer_seen_from(kn, "net", driver) == UPLINK_ADDR  # the jails' network works
     with host_tcp_server(HOST_PORT):
         # the service is up, and answers from outside: the drop below is kleenenet's doing
         assert wan.can_connect(UPLINK_ADDR, HOST_PORT)
@@ -165,7 +171,47 @@ def test_host_and_disabled_drivers(kn):
 
 
 def test_doctor_finds_pf_ready(kn):
-    kn("doctor")
+    out = kn("doctor").stdout
+    assert "pf filters lo0 and kleenenet's loopback interfaces" in out, out  # provision.sh skips nothing
+    assert "vnet jails are configured with `ifconfig -j` and `route -j`" in out, out  # FreeBSD 14
+    assert 'the main ruleset has anchor "kleenenet/*"' in out, out
+
+
+# icc off and ipnet jails on bridges: a jail still reaches itself
+
+def test_loopback_network_without_icc(kn):
+    create_network(kn, "quiet", "loopback", SUBNET_A, "--no-icc")
+    server = kn.serve("a", "quiet", "ipnet")
+    assert kn.exec_exchange("a", server, SERVER_PORT) == "pong"  # a jail reaches its own address
+    assert host_can_connect(server, SERVER_PORT)  # and the host reaches it
+    kn("run", "-d", "-l", "ipnet", "-n", "quiet", "--name", "b", "--", "sleep", "600")
+    assert not kn.exec_can_connect("b", server, SERVER_PORT)
+
+
+@pytest.mark.parametrize("icc", ["--icc", "--no-icc"])
+def test_ipnet_jails_on_a_bridge_network(kn, icc):
+    create_network(kn, "br", "bridge", SUBNET_A, icc)
+    server = kn.serve("a", "br", "ipnet")  # an alias on the bridge, as in Kleene
+    assert server == "10.77.1.2"
+    assert kn.exec_exchange("a", server, SERVER_PORT) == "pong"  # over lo0, past the icc block
+    vnet_server = kn.serve("v", "br", "vnet", SERVER_PORT + 1)
+    assert host_can_connect(vnet_server, SERVER_PORT + 1)
+    reached = kn.exec_exchange("a", vnet_server, SERVER_PORT + 1)
+    assert reached == ("pong" if icc == "--icc" else None)
+
+
+# IPv6
+
+def test_ipv6_between_vnet_jails_and_on_an_internal_network(kn):
+    kn("network", "create", "-t", "bridge", "--subnet", SUBNET_A, "--subnet6", "fd77:1::/64", "--internal", "six")
+    server = kn.serve("a", "six", "vnet", SERVER_PORT, 6)
+    assert server.startswith("fd77:1::")
+    kn("run", "-d", "-l", "vnet", "-n", "six", "--name", "b", "--", "sleep", "600")
+    # At once: the address skips duplicate address detection, and neighbour discovery passes
+    # the internal network's block.
+    assert kn.exec_exchange("b", server, SERVER_PORT) == "pong"
+    r = kn("exec", "b", "--", "ping", "-6", "-c", "1", kn.network("six")["gateway6"], check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 # reconcile
