@@ -18,6 +18,8 @@ from kleenenet.platform.linux.namespaces import process_alive
 
 WAN_ADDR = "192.0.2.1"  # the fake upstream's address
 UPLINK_ADDR = "192.0.2.2"  # the host's address toward it
+WAN6_ADDR = "2001:db8:1::1"
+UPLINK6_ADDR = "2001:db8:1::2"
 KLEENENET = [sys.executable, "-m", "kleenenet"]
 
 
@@ -35,11 +37,14 @@ class World:
         sh("ip", "netns", "add", self.host)
         sh("ip", "netns", "add", self.wan)
         sh("ip", "-n", self.host, "link", "add", "uplink", "type", "veth", "peer", "name", "wan0", "netns", self.wan)
-        for ns, dev, addr in ((self.host, "uplink", UPLINK_ADDR), (self.wan, "wan0", WAN_ADDR)):
+        for ns, dev, addr, addr6 in ((self.host, "uplink", UPLINK_ADDR, UPLINK6_ADDR),
+                                     (self.wan, "wan0", WAN_ADDR, WAN6_ADDR)):
             sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            sh("ip", "-n", ns, "addr", "add", f"{addr6}/64", "dev", dev, "nodad")
             sh("ip", "-n", ns, "link", "set", dev, "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("ip", "-n", self.host, "route", "add", "default", "via", WAN_ADDR)
+        sh("ip", "-n", self.host, "-6", "route", "add", "default", "via", WAN6_ADDR)
 
     def in_host(self, *args: str) -> list[str]:
         # nsenter keeps the mount namespace (ip netns exec would make a private one per call)
@@ -73,6 +78,20 @@ class World:
         p = subprocess.Popen([*where, sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         assert p.stdout.readline().strip() == "ready"
         self.servers.append(p)
+
+    def udp_sink(self, port: int) -> Path:
+        """A UDP server upstream that writes the source address of every datagram to a file."""
+        out = self.state_dir.parent / f"udp-{port}.log"
+        code = ("import socket,sys\n"
+                "s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM); s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)\n"
+                f"s.bind(('::',{port})); print('ready',flush=True)\n"
+                f"f=open({str(out)!r},'a',buffering=1)\n"
+                "while True:\n d,a=s.recvfrom(999); f.write(a[0].removeprefix('::ffff:')+' '+d.decode()+'\\n')\n")
+        p = subprocess.Popen(["ip", "netns", "exec", self.wan, sys.executable, "-c", code],
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        self.servers.append(p)
+        return out
 
     def serve_in_container(self, name: str, network: str, port: int, *opts: str) -> str:
         code = ("import socket\n"
