@@ -15,7 +15,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
 import click  # noqa: E402
 
 from kleenenet.errors import KleenenetError
-from kleenenet.model import AUTO, HOST_GATEWAY, NETWORK_DRIVERS, NETWORK_TYPES
+from kleenenet.model import AUTO, HOST_GATEWAY, NETWORK_DRIVERS, NETWORK_TYPES, check_ifname
 
 
 class Context:
@@ -59,15 +59,58 @@ class _Deferred:
         return getattr(self._factory(), name)
 
 
+# A value may hold any character; the message stays on one line whatever it holds.
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+# `kleenenet network` alone shows the group's help, as click does (not in click < 8.2).
+_SHOWS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _fail(message: str, code: int = 1):
+    click.echo(f"kleenenet: {message.strip().translate(_LINE_BREAKS)}", err=True)
+    sys.exit(code)
+
+
+def _usage_error(e: click.ClickException):
+    """click's usage errors as one line too (click prints usage, a hint and the error on four)."""
+    if isinstance(e, _SHOWS_HELP):
+        raise e
+    message = e.format_message().rstrip(".")
+    message = message[:1].lower() + message[1:]
+    ctx = getattr(e, "ctx", None)
+    _fail(f"{message} (see '{ctx.command_path} --help')" if ctx else message, e.exit_code)
+
+
 class KleenenetGroup(click.Group):
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as e:
+            _usage_error(e)
+
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            return super().invoke(ctx)  # parses the subcommand's arguments, too
         except KleenenetError as e:
-            click.echo(f"kleenenet: {e}", err=True)
-            sys.exit(1)
+            _fail(str(e))
+        except click.ClickException as e:
+            _usage_error(e)
 
 
+class _Utf8(click.ParamType):
+    """The name or id of something in the state. argv may carry bytes that are not UTF-8 (Python
+    keeps them as lone surrogates); nothing kleenenet stores is named so, and SQLite refuses them."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            self.fail(f"{value!r} is not valid UTF-8", param, ctx)
+        return value
+
+
+UTF8 = _Utf8()
 pass_ctx = click.make_pass_decorator(Context)
 dry_run_option = click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -125,6 +168,8 @@ def network():
 @pass_ctx
 def network_create(obj, name, type_, subnet, subnet6, gw, gw6, interface, nat_if, no_nat, icc, internal, dry_run):
     """Create a network."""
+    if nat_if not in (HOST_GATEWAY, ""):  # refused even where --no-nat or --internal make it moot
+        check_ifname(nat_if)
     net = obj.service(dry_run).create_network(
         name, type_, subnet=subnet, subnet6=subnet6, interface=interface, gateway=gw, gateway6=gw6,
         nat="" if no_nat else nat_if, icc=icc, internal=internal)
@@ -145,7 +190,7 @@ def network_ls(obj, as_json):
 
 
 @network.command("inspect")
-@click.argument("network")
+@click.argument("network", type=UTF8)
 @pass_ctx
 def network_inspect(obj, network):
     """Show a network and its endpoints as JSON."""
@@ -153,7 +198,7 @@ def network_inspect(obj, network):
 
 
 @network.command("rm")
-@click.argument("networks", nargs=-1, required=True)
+@click.argument("networks", nargs=-1, required=True, type=UTF8)
 @dry_run_option
 @pass_ctx
 def network_rm(obj, networks, dry_run):
@@ -175,8 +220,8 @@ def network_prune(obj, dry_run):
 
 
 @network.command("connect")
-@click.argument("network")
-@click.argument("container")
+@click.argument("network", type=UTF8)
+@click.argument("container", type=UTF8)
 @click.option("--ip", default=AUTO, help="Static IPv4 address (default: next free).")
 @click.option("--ip6", default=AUTO, help="Static IPv6 address (default: next free).")
 @dry_run_option
@@ -187,8 +232,8 @@ def network_connect(obj, network, container, ip, ip6, dry_run):
 
 
 @network.command("disconnect")
-@click.argument("network")
-@click.argument("container")
+@click.argument("network", type=UTF8)
+@click.argument("container", type=UTF8)
 @dry_run_option
 @pass_ctx
 def network_disconnect(obj, network, container, dry_run):
@@ -198,10 +243,10 @@ def network_disconnect(obj, network, container, dry_run):
 
 # containers
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@cli.command(context_settings={"allow_interspersed_args": False})
 @click.option("-l", "--driver", type=click.Choice(NETWORK_DRIVERS), default=None,
               help="Network driver (default: ipnet with -n, else host).")
-@click.option("-n", "--network", "networks", multiple=True, help="Network to connect to (repeatable).")
+@click.option("-n", "--network", "networks", multiple=True, type=UTF8, help="Network to connect to (repeatable).")
 @click.option("--ip", default=AUTO, help="Static IPv4 address on the network.")
 @click.option("--ip6", default=AUTO, help="Static IPv6 address on the network.")
 @click.option("--name", default=None, help="Container name (default: c + the id's start).")
@@ -222,8 +267,8 @@ def run(obj, driver, networks, ip, ip6, name, detach, remove, jail_params, path,
     sys.exit(code)
 
 
-@cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.argument("container")
+@cli.command("exec", context_settings={"allow_interspersed_args": False})
+@click.argument("container", type=UTF8)
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 @pass_ctx
 def exec_(obj, container, cmd):
@@ -250,7 +295,7 @@ def ps(obj, all_, as_json):
 
 
 @cli.command()
-@click.argument("containers", nargs=-1, required=True)
+@click.argument("containers", nargs=-1, required=True, type=UTF8)
 @click.option("-t", "--time", "timeout", default=10.0, show_default=True, help="Seconds before SIGKILL.")
 @dry_run_option
 @pass_ctx
@@ -263,7 +308,7 @@ def stop(obj, containers, timeout, dry_run):
 
 
 @cli.command()
-@click.argument("containers", nargs=-1, required=True)
+@click.argument("containers", nargs=-1, required=True, type=UTF8)
 @click.option("-f", "--force", is_flag=True, help="Stop running containers first.")
 @dry_run_option
 @pass_ctx
@@ -276,7 +321,7 @@ def rm(obj, containers, force, dry_run):
 
 
 @cli.command()
-@click.argument("container")
+@click.argument("container", type=UTF8)
 @pass_ctx
 def inspect(obj, container):
     """Show a container and its endpoints as JSON."""

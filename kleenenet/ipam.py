@@ -21,12 +21,23 @@ IPAddress = IPv4Address | IPv6Address
 # Smallest subnets that still hold a gateway and one container.
 MAX_PREFIX = {4: 30, 6: 126}
 
+# Ranges no container address may come from: the kernel treats them specially, and link-local is
+# where kleenenet's own next hops live (169.254.1.1, fe80::1).
+UNUSABLE = [(ipaddress.ip_network(n), why) for n, why in (
+    ("0.0.0.0/8", "this network"), ("127.0.0.0/8", "loopback"), ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"), ("240.0.0.0/4", "reserved"),
+    ("::/127", "unspecified and loopback"), ("::ffff:0:0/96", "IPv4-mapped"), ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+)]
+
 
 def parse_subnet(text: str, version: int) -> IPNetwork | None:
     """'' means no subnet of that family."""
     if text == "":
         return None
     option = "--subnet" if version == 4 else "--subnet6"
+    if "%" in text:  # ipaddress takes an IPv6 zone (fd00::%eth0/64); a subnet has none
+        raise InvalidInput(f"invalid {option} {text!r}: a subnet has no %zone")
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError:
@@ -42,14 +53,20 @@ def parse_subnet(text: str, version: int) -> IPNetwork | None:
         raise InvalidInput(
             f"invalid {option} {text!r}: too small, use a prefix of /{MAX_PREFIX[version]} or shorter"
         )
+    for bad, why in UNUSABLE:
+        if net.version == bad.version and net.overlaps(bad):
+            raise InvalidInput(f"invalid {option} {text!r}: overlaps {bad} ({why}), which containers cannot use")
     return net
 
 
 def parse_address(text: str, option: str) -> IPAddress:
     try:
-        return ipaddress.ip_address(text)
+        addr = ipaddress.ip_address(text)
     except ValueError:
         raise InvalidInput(f"invalid {option} {text!r}: not an IP address") from None
+    if getattr(addr, "scope_id", None) is not None:  # fd00::5%eth0 is not fd00::5 to the store
+        raise InvalidInput(f"invalid {option} {text!r}: give the address without a %zone")
+    return addr
 
 
 def _unusable(subnet: IPNetwork) -> set[IPAddress]:
