@@ -6,7 +6,8 @@ fails, the steps already done are undone in reverse order and the error is raise
 
 Failpoints make the middle of a plan reachable from tests of the real binary:
 KLEENENET_FAILPOINT=<plan>:<k>[:stop] fails (or, with `stop`, SIGSTOPs the process) just before
-step k (1-based) of the plan named <plan>.
+step k (1-based) of the plan named <plan>; k = number of steps + 1 is after the last step, before
+the store commits.
 """
 
 from __future__ import annotations
@@ -65,10 +66,7 @@ class Plan:
         try:
             for k, step in enumerate(self.steps, 1):
                 if failpoint and failpoint[0] == k:
-                    if failpoint[1] == "stop":
-                        os.kill(os.getpid(), signal.SIGSTOP)
-                    else:
-                        raise HostError(f"failpoint {self.name}:{k} before: {step.text}")
+                    _fail(failpoint[1], f"failpoint {self.name}:{k} before: {step.text}")
                 try:
                     step.do()
                 except KleenenetError:
@@ -76,6 +74,8 @@ class Plan:
                 except Exception as e:
                     raise HostError(f"{step.text}: {e}") from e
                 done.append(step)
+            if failpoint and failpoint[0] == len(self.steps) + 1:
+                _fail(failpoint[1], f"failpoint {self.name}:{failpoint[0]} after the last step")
         except BaseException:
             rollback(done)
             raise
@@ -91,6 +91,13 @@ def rollback(done: list[Step]) -> None:
             step.undo()
         except Exception as e:  # keep undoing the rest; report what could not be undone
             print(f"kleenenet: rollback of '{step.text}' failed: {e}", file=sys.stderr)
+
+
+def _fail(action: str, message: str) -> None:
+    if action == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)
+    else:
+        raise HostError(message)
 
 
 def _failpoint(plan_name: str) -> tuple[int, str] | None:

@@ -122,8 +122,8 @@ def _templates():
 
 
 def _render(state: FirewallState, els: dict, digest: str) -> str:
-    return _templates().get_template("ruleset.nft.j2").render(
-        networks=state.networks, elements=els, digest=digest)
+    return _templates().get_template("ruleset.nft.j2").render(  # in name order: one text per state
+        networks=sorted(state.networks, key=lambda n: n.name), elements=els, digest=digest)
 
 
 def digest(state: FirewallState) -> str:
@@ -152,7 +152,7 @@ def delete_port(p: Port) -> str:
 # what is loaded
 
 def _canonical(value) -> str:
-    """An element of `nft -j` output written the way the template writes it."""
+    """An element of `nft -j` output written the way the template writes it (names unquoted)."""
     if isinstance(value, list):  # a map element: [key, verdict]
         key, verdict = value
         (kind, arg), = verdict.items()
@@ -193,7 +193,8 @@ def in_effect(nft: Nft, state: FirewallState) -> bool:
         return all(not nft.exists(t) for t in TABLES)
     comments, els = loaded(nft)
     want = f"kleenenet {digest(state)}"
-    return comments == [want] * len(TABLES) and els == {k: v for k, v in elements(state).items() if v}
+    unquoted = {k: sorted(e.replace('"', "") for e in v) for k, v in elements(state).items()}
+    return comments == [want] * len(TABLES) and els == unquoted
 
 
 class Nft:
