@@ -9,6 +9,7 @@ value that must be refused), because "nothing changed" is what is checked.
 
 from __future__ import annotations
 
+import functools
 import gc
 import io
 import ipaddress
@@ -35,7 +36,7 @@ from tests.linux.world import World
 # The realistic state every case runs against (see `fuzz_world`).
 BR4, BR6 = "10.2.3.0/24", "fd00:3::/64"  # bridge `br`: gateways .1 and ::1; `up` runs on it
 LO4, LO6 = "10.2.4.0/24", "fd00:4::/64"  # loopback `lo`: `down` (stopped) holds .1 and ::1
-TAKEN = ["10.2.3.1", "fd00:3::1", "10.2.3.2", "fd00:3::2", "10.2.4.1", "fd00:4::1"]
+TAKEN = ("10.2.3.1", "fd00:3::1", "10.2.3.2", "fd00:3::2", "10.2.4.1", "fd00:4::1")
 USED_SUBNETS = [BR4, BR6, LO4, LO6, "192.0.2.0/24", "2001:db8:1::/64"]  # the last two: the uplink's
 NETWORKS, CONTAINERS = ("br", "lo"), ("up", "down", "solo")
 FRESH4, FRESH6 = "10.9.0.0/24", "fd00:9::/64"  # what a new network could validly use
@@ -234,6 +235,7 @@ anything = st.one_of(st.sampled_from(ODD), text, odd_bytes, st.from_regex(r"[A-Z
 
 
 
+@functools.cache  # strategies are built once: building one per draw costs more than the case
 def bad_names(in_use: tuple[str, ...]):
     """Names kleenenet must refuse: malformed, or taken."""
     return st.one_of(anything, st.sampled_from(in_use)).filter(lambda s: not NAME_RE.fullmatch(s) or s in in_use)
@@ -277,6 +279,7 @@ def _near(subnet: str):
                                                                                     net.max_prefixlen))
 
 
+@functools.cache
 def subnets(version: int):
     shapes = st.one_of(
         st.builds(lambda a, p: f"{a}/{p}", v4ish, prefix),
@@ -291,7 +294,8 @@ def subnets(version: int):
     return shapes.filter(lambda s: subnet_is_invalid(s, version))
 
 
-def addresses_not_usable_in(subnet: str, taken: list[str]):
+@functools.cache
+def addresses_not_usable_in(subnet: str, taken: tuple[str, ...] = ()):
     """Address texts that no static --ip/--gw on `subnet` may get: garbage, outside, the network and
     broadcast addresses, taken ones, another family, a %zone."""
     net = ipaddress.ip_network(subnet)
@@ -312,9 +316,15 @@ def _outside(text_: str, net) -> bool:
 
 
 def ident(checker_: Checker, kind: str):
+    """Names and ids that find nothing."""
+    return _idents(checker_.resolves, kind)
+
+
+@functools.cache
+def _idents(resolves, kind: str):
     hexes = st.from_regex(r"[0-9a-f]{1,12}", fullmatch=True)
     return st.one_of(anything, hexes, st.sampled_from(["UP", "up ", " up", "br/", "br\n", "*", "%", "_"])).filter(
-        lambda s: not checker_.resolves(s, kind))
+        lambda s: not resolves(s, kind))
 
 
 def positional(value: str) -> list[str]:
@@ -349,6 +359,11 @@ def test_subnets(checker, data, type_, flags_):
                     *[v for v in (bad4, bad6) if v and v != FRESH6], "needs a --subnet")
 
 
+def test_the_cli_runs_in_the_worlds_host_namespace(checker):
+    # only the world's host namespace has an address on `uplink`
+    checker.refused(["network", "create", "--subnet", "192.0.2.128/25", "fz"], "on uplink")
+
+
 @pytest.mark.parametrize("bad", ["169.254.1.0/24", "224.0.0.0/24", "fe80::/64", "::ffff:10.9.0.0/120"])
 def test_subnets_containers_cannot_use(checker, bad):
     # 169.254.1.0/24 on a loopback network handed out 169.254.1.1, its own next hop
@@ -364,8 +379,8 @@ def test_gateways(checker, data, type_, with6, flags_):
         gw = data.draw(anything.filter(lambda s: s != ""))
         option = data.draw(st.sampled_from(["--gw", "--gw6"]))
         return checker.refused(["network", "create", *subnets_, option, gw, *flags_, "fz"], gw)
-    gw = data.draw(st.one_of(addresses_not_usable_in(FRESH4, []), st.just("<auto>"), st.just("")))
-    choices = [addresses_not_usable_in(FRESH6, [])] if with6 else [anything.filter(lambda s: s != "")]
+    gw = data.draw(st.one_of(addresses_not_usable_in(FRESH4), st.just("<auto>"), st.just("")))
+    choices = [addresses_not_usable_in(FRESH6)] if with6 else [anything.filter(lambda s: s != "")]
     gw6 = data.draw(st.one_of(*choices) if gw in ("<auto>", "") else st.one_of(*choices, st.just("<auto>")))
     checker.refused(["network", "create", "-t", "bridge", *subnets_, "--gw", gw, "--gw6", gw6, *flags_, "fz"],
                     *[g for g in (gw, gw6) if g not in ("", "<auto>")], *([] if with6 else ["--gw6"]))
@@ -396,6 +411,15 @@ def _options(path: list[str]) -> set[str]:
     return {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)} | {"--help", "--version"}
 
 
+@functools.cache
+def unknown_options(path: tuple[str, ...]):
+    known = _options(list(path))
+    return st.one_of(
+        st.from_regex(r"--[a-z][a-z-]{0,20}", fullmatch=True), st.from_regex(r"-[A-Za-z]", fullmatch=True),
+        st.builds(lambda s: "--" + s, text.filter(lambda s: s and not s.startswith("-")))
+    ).filter(lambda o: o.split("=")[0] not in known)
+
+
 @fuzz(1500)
 @given(data=st.data(), path=st.sampled_from(COMMANDS))
 @example(data=None, path=["run"])  # `run --bogus -- true` ran `--bogus true` as the command
@@ -403,10 +427,7 @@ def test_unknown_options_and_bad_choices(checker, data, path):
     if data is None:
         return checker.refused(["run", "--bogus", "--", "true"], "--bogus")
     if data.draw(st.booleans()):
-        option = data.draw(st.one_of(
-            st.from_regex(r"--[a-z][a-z-]{0,20}", fullmatch=True), st.from_regex(r"-[A-Za-z]", fullmatch=True),
-            st.builds(lambda s: "--" + s, text.filter(lambda s: s and not s.startswith("-")))
-        ).filter(lambda o: o.split("=")[0] not in _options(path)))
+        option = data.draw(unknown_options(tuple(path)))
         # the unknown option comes first, so nothing before it can succeed
         return checker.refused([*path, option, "x", "--", "true"], option.split("=")[0])
     value = data.draw(anything.filter(lambda s: s not in ("loopback", "bridge", "custom", "ipnet", "vnet", "host",
