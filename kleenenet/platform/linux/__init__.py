@@ -22,7 +22,7 @@ from kleenenet.plan import Plan
 from kleenenet.platform import stable_mac
 from kleenenet.platform.linux import firewall, process
 from kleenenet.platform.linux.firewall import FirewallState
-from kleenenet.platform.linux.namespaces import process_alive, write_sysctl_in
+from kleenenet.platform.linux.namespaces import process_alive, set_sysctls_in
 from kleenenet.platform.linux.netlink import KLEENENET_GROUP, Netlink
 
 NEXT_HOP4 = "169.254.1.1"
@@ -279,8 +279,7 @@ class LinuxPlatform:
         return plan
 
     def _forwarding_off(self, c: Container) -> None:
-        for key in CONTAINER_FORWARDING:
-            write_sysctl_in(f"/proc/{c.pid}/ns/net", key, "0")
+        set_sysctls_in(f"/proc/{c.pid}/ns/net", dict.fromkeys(CONTAINER_FORWARDING, "0"))
 
     def _set_lo_up(self, c: Container) -> None:
         cnl = Netlink(f"/proc/{c.pid}/ns/net")

@@ -3,8 +3,8 @@ atomic batches.
 
 The tables are a pure function of the state (networks and the running endpoints), rendered from
 templates/linux/ruleset.nft.j2. Network changes replace both tables in one batch; attaching a
-container only adds elements to sets and maps, so its cost does not grow with the number of
-containers.
+container only adds elements to hash sets (no verdict map: the kernel validates a whole table
+when one of those changes), so its cost does not grow with the number of containers.
 
 Every packet a container sends is checked against the addresses it owns:
 - in `bridge kleenenet`, each bridge port is bound to its endpoint's MAC and addresses (Ethernet
@@ -28,8 +28,8 @@ from kleenenet.errors import HostError
 from kleenenet.model import Endpoint, Network
 
 TABLES = ("inet kleenenet", "bridge kleenenet")
-# interface map -> prefix of the per-network chain it jumps to (see the template)
-MAPS = {"from_network": "from", "to_network": "to", "input_network": "input"}
+# address map -> (address family attribute, prefix of the per-network chain it jumps to)
+MAPS = {"from4": ("subnet", "from"), "from6": ("subnet6", "from"), "to4": ("subnet", "to"), "to6": ("subnet6", "to")}
 
 
 def link_local(mac: str) -> str:
@@ -75,10 +75,9 @@ def port_elements(p: Port) -> dict[tuple[str, str], list[str]]:
     # Where its packets enter IP: a loopback network's port always; a bridge port only when
     # br_netfilter passes bridged traffic through IP's hooks with the port as input interface.
     els = {("inet kleenenet", "interfaces"): [name],
-           ("inet kleenenet", "sources4"): [f"{name} . {p.ip}"] if p.ip else [],
-           ("inet kleenenet", "sources6"): [f"{name} . {p.ip6}"] if p.ip6 else []}
-    if p.net.type == "loopback":  # routed: its interface is the network's member
-        els.update({("inet kleenenet", m): [f"{name} : jump {chain}_{p.net.id}"] for m, chain in MAPS.items()})
+           ("inet kleenenet", "port_sources4"): [f"{name} . {p.ip}"] if p.ip else [],
+           ("inet kleenenet", "port_sources6"): [f"{name} . {p.ip6}"] if p.ip6 else []}
+    if p.net.type == "loopback":  # routed: checked where its packets enter IP
         return els
     els.update({  # bridged: checked as it enters the bridge
         ("bridge kleenenet", "ports"): [name],
@@ -95,12 +94,13 @@ def elements(state: FirewallState) -> dict[tuple[str, str], list[str]]:
     """Every element of every set and map of both tables."""
     out: dict[tuple[str, str], list[str]] = {}
     for n in state.networks:
+        for m, (attr, chain) in MAPS.items():
+            if getattr(n, attr):
+                out.setdefault(("inet kleenenet", m), []).append(f"{getattr(n, attr)} : jump {chain}_{n.id}")
         if n.type == "loopback":
-            continue
-        for m, chain in MAPS.items():  # a bridge is the member of its own network
-            out.setdefault(("inet kleenenet", m), []).append(f"{_q(n.interface)} : jump {chain}_{n.id}")
+            continue  # its ports are its interfaces
         out.setdefault(("inet kleenenet", "interfaces"), []).append(_q(n.interface))
-        for attr, set_ in (("subnet", "sources4"), ("subnet6", "sources6")):
+        for attr, set_ in (("subnet", "network_sources4"), ("subnet6", "network_sources6")):
             if getattr(n, attr):
                 out.setdefault(("inet kleenenet", set_), []).append(f"{_q(n.interface)} . {getattr(n, attr)}")
     for p in state.ports:

@@ -61,11 +61,15 @@ def netlink_socket(ns_path: str) -> socket.socket:
         return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
 
 
-def write_sysctl_in(ns_path: str, key: str, value: str) -> None:
-    """/proc/sys/net follows the network namespace of the thread that opens the file."""
+def set_sysctls_in(ns_path: str, values: dict[str, str]) -> None:
+    """/proc/sys/net follows the network namespace of the thread that opens the file. A value
+    already in place is not written again (writing forwarding flushes routes)."""
     with entered_netns(ns_path):
-        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-            f.write(value)
+        for key, value in values.items():
+            with open("/proc/sys/" + key.replace(".", "/"), "r+") as f:
+                if f.read().strip() != value:
+                    f.seek(0)
+                    f.write(value)
 
 
 def process_start(pid: int) -> int | None:
