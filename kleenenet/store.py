@@ -76,12 +76,14 @@ def default_state_dir() -> Path:
         return Path(env)
     return Path("/var/db/kleenenet") if os.uname().sysname == "FreeBSD" else Path("/var/lib/kleenenet")
 
+LOCK_TIMEOUT = 60  # seconds a change waits for another kleenenet's transaction
+
 
 class Store:
     def __init__(self, state_dir: Path | str):
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.db = sqlite3.connect(self.state_dir / DB_NAME, timeout=60, isolation_level=None)
+        self.db = sqlite3.connect(self.state_dir / DB_NAME, timeout=LOCK_TIMEOUT, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -116,7 +118,11 @@ class Store:
             finally:
                 self._depth -= 1
             return
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:  # another kleenenet held the lock past the timeout
+            raise KleenenetError(f"the state in {self.state_dir} is busy ({e}): another kleenenet "
+                                 f"holds it for more than {LOCK_TIMEOUT} s; try again") from None
         self._depth = 1
         try:
             yield

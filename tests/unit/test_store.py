@@ -104,3 +104,18 @@ def test_parallel_processes_never_get_the_same_address(tmp_path):
     addresses = [a for r in results for a in r]
     assert len(addresses) == 200 and len(set(addresses)) == 200
     assert "10.2.3.1" not in addresses and "10.2.3.255" not in addresses
+
+
+def test_a_store_busy_past_the_timeout_is_a_one_line_error(tmp_path, monkeypatch):
+    Store(tmp_path).close()
+    holder = sqlite3.connect(tmp_path / "kleenenet.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another kleenenet in the middle of a change
+    monkeypatch.setattr("kleenenet.store.LOCK_TIMEOUT", 0.1)
+    waiting = Store(tmp_path)
+    with pytest.raises(KleenenetError, match="is busy .* try again") as e:
+        with waiting.write():
+            pass
+    assert "\n" not in str(e.value)
+    holder.execute("ROLLBACK")
+    with waiting.write():  # free again
+        pass
