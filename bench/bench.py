@@ -31,7 +31,9 @@ results: dict[str, float] = {}
 
 def timed(args: list[str], **kw) -> float:
     t = time.perf_counter()
-    subprocess.run(args, check=True, capture_output=True, **kw)
+    done = subprocess.run(args, capture_output=True, **kw)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(args)} exited {done.returncode}: {done.stderr.decode(errors='replace').strip()}")
     return (time.perf_counter() - t) * 1000
 
 

@@ -3,6 +3,7 @@
 # ("wan", 192.0.2.1) behind it. Creates a network, runs two containers that talk over TCP, shows
 # that they reach the upstream through NAT, prints `network inspect`, then removes everything.
 set -eu
+. "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 
