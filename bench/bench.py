@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import re
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections import defaultdict
 import time
 from pathlib import Path
 
@@ -117,19 +119,41 @@ class InProcess:
         report("kleenenet attach to a bridge (in-process)", attach)
         report("kleenenet detach (in-process)", detach)
 
-    def scale(self, type_: str, count: int) -> None:
+    def scale(self, type_: str, count: int, window: int = 25) -> None:
+        """Attach #1-window against the last `window` of `count`, with the time of each plan step
+        at both ends: what grows, if anything, is named by the step (one kernel call each)."""
+        from kleenenet import plan
+
         subnet = "10.60.0.0/16" if type_ == "bridge" else "10.61.0.0/16"
         self.svc.create_network(f"scale-{type_}", type_, subnet=subnet)
-        times = []
+        times, steps = [], {"first": defaultdict(list), "last": defaultdict(list)}
+        execute = plan.Plan.execute
+
+        def timed_execute(p, record):
+            for k, step in enumerate(p.steps):
+                def timed(do=step.do, key=f"#{k} " + re.sub(r"kv\w+|[\d.]+/\d+|[0-9a-f]{12}|s\w+\d+|([0-9a-f]{2}:){5}[0-9a-f]{2}", "X",
+                                                            step.text.splitlines()[0])[:60]):
+                    t = time.perf_counter()
+                    do()
+                    record[key].append((time.perf_counter() - t) * 1000)
+                step.do = timed
+            execute(p)
         for i in range(count):
             self.idle_container(f"s{type_}{i}")
+            end = "first" if i < window else "last" if i >= count - window else None
+            if end:
+                plan.Plan.execute = lambda p, record=steps[end]: timed_execute(p, record)
             t = time.perf_counter()
             self.svc.connect(f"s{type_}{i}", f"scale-{type_}")
             times.append((time.perf_counter() - t) * 1000)
-        a = report(f"  {type_}: attach #1-10 (in-process)", times[:10])
-        b = report(f"  {type_}: attach #{count - 9}-{count} (in-process)", times[-10:])
-        print(f"  {type_}: attach #{count} / attach #10: {b / a:.2f}x  target <= 1.10x: "
+            plan.Plan.execute = execute
+        a = report(f"  {type_}: attach #1-{window} (in-process)", times[:window])
+        b = report(f"  {type_}: attach #{count - window + 1}-{count} (in-process)", times[-window:])
+        print(f"  {type_}: attach #{count} / attach #{window}: {b / a:.2f}x  target <= 1.10x: "
               f"{'met' if b / a <= 1.1 else 'MISSED'}", flush=True)
+        for key in steps["first"]:
+            first, last = statistics.median(steps["first"][key]), statistics.median(steps["last"].get(key, [0]))
+            print(f"    step {key:62s} {first:6.3f} -> {last:6.3f} ms ({last - first:+.3f})", flush=True)
 
 
 def bench_netavark(w: World, n: int) -> None:

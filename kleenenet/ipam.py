@@ -101,18 +101,19 @@ def first_host(subnet: IPNetwork) -> IPAddress:
 
 
 def next_free(subnet: IPNetwork, after: IPAddress | None, is_taken: Callable[[IPAddress], bool],
-              in_use: int) -> IPAddress:
+              count_in_use: Callable[[], int]) -> IPAddress:
     """The first host address after `after` (wrapping around) for which is_taken() is false.
-    `in_use` counts the taken host addresses (gateway included), to refuse a full subnet at once."""
+    count_in_use() counts the taken host addresses (gateway included): asked only when the first
+    candidate is taken, it refuses a full subnet at once instead of trying every address."""
     first = int(subnet.network_address) + 1
     capacity = int(subnet.broadcast_address) - (1 if subnet.version == 4 else 0) - first + 1
-    if in_use >= capacity:
-        raise Conflict(f"subnet {subnet} is exhausted: all {capacity} host addresses are in use")
     start = int(after) + 1 - first if after is not None and after in subnet else 0
     for i in range(capacity):
         candidate = type(subnet.network_address)(first + (start + i) % capacity)  # ip_address(int) guesses the family
         if not is_taken(candidate):
             return candidate
+        if i == 0 and count_in_use() >= capacity:
+            break
     raise Conflict(f"subnet {subnet} is exhausted: all {capacity} host addresses are in use")
 
 

@@ -65,6 +65,8 @@ MIGRATIONS = [
     CREATE UNIQUE INDEX endpoints_ip4 ON endpoints(network_id, ip_address) WHERE ip_address != '';
     CREATE UNIQUE INDEX endpoints_ip6 ON endpoints(network_id, ip_address6) WHERE ip_address6 != '';
     """,
+    # a container's endpoints, looked up at every attach and stop, without a scan
+    "CREATE INDEX endpoints_container ON endpoints(container_id)",
 ]
 
 _JSON_FIELDS = ("cmd", "env", "jail_param")
@@ -225,16 +227,19 @@ class Store:
 
         def is_taken(addr) -> bool:
             return addr == gw or self.db.execute(
-                f"SELECT 1 FROM endpoints WHERE network_id = ? AND {column} = ?", (net.id, str(addr))
+                # `!= ''` lets SQLite use the partial unique index: one lookup, not a scan
+                f"SELECT 1 FROM endpoints WHERE network_id = ? AND {column} = ? AND {column} != ''",
+                (net.id, str(addr))
             ).fetchone() is not None
         return is_taken
 
     def _next_address(self, net: Network, subnet, column: str, cursor: str, gateway: str):
         last = self.db.execute(f"SELECT {cursor} FROM networks WHERE id = ?", (net.id,)).fetchone()[0]
-        in_use = self.db.execute(
-            f"SELECT COUNT(*) FROM endpoints WHERE network_id = ? AND {column} != ''", (net.id,)).fetchone()[0]
+        def count_in_use() -> int:
+            return bool(gateway) + self.db.execute(
+                f"SELECT COUNT(*) FROM endpoints WHERE network_id = ? AND {column} != ''", (net.id,)).fetchone()[0]
         addr = ipam.next_free(subnet, ipaddress.ip_address(last) if last else None,
-                              self._is_taken(net, column, gateway), in_use + bool(gateway))
+                              self._is_taken(net, column, gateway), count_in_use)
         self.db.execute(f"UPDATE networks SET {cursor} = ? WHERE id = ?", (str(addr), net.id))
         return addr
 

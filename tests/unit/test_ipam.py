@@ -32,7 +32,7 @@ def test_empty_subnet_means_none():
 
 
 def allocate(subnet, used, after=None):
-    return ipam.next_free(subnet, after, lambda a: a in used, len(used))
+    return ipam.next_free(subnet, after, lambda a: a in used, lambda: len(used))
 
 
 def test_first_address_and_gateway():

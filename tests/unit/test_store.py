@@ -4,7 +4,7 @@ import sqlite3
 import pytest
 
 from kleenenet.errors import Conflict, KleenenetError, NotFound
-from kleenenet.model import Container, Network
+from kleenenet.model import AUTO, Container, Network
 from kleenenet.store import MIGRATIONS, Store
 
 
@@ -119,3 +119,21 @@ def test_a_store_busy_past_the_timeout_is_a_one_line_error(tmp_path, monkeypatch
     holder.execute("ROLLBACK")
     with waiting.write():  # free again
         pass
+
+
+def test_allocation_looks_up_addresses_by_index(store):
+    """Each lookup of an allocation is one index search, not a scan of the network's endpoints
+    (the cost of an attach must not grow with the containers already there)."""
+    net = Network(id="n1", name="n", type="bridge", subnet="10.0.0.0/16", subnet6="fd00::/64",
+                  interface="kleene0", gateway="10.0.0.1", gateway6="fd00::1", nat="", icc=True, internal=False)
+    store.add_network(net)
+    statements = []
+    for k in range(3):
+        store.save_container(Container(id=f"c{k}", name=f"c{k}", cmd=["true"], network_driver="ipnet", created="now"))
+        store.db.set_trace_callback(statements.append)
+        store.allocate_endpoint(net, f"c{k}", ip="10.0.0.9" if k == 2 else AUTO)
+        store.db.set_trace_callback(None)
+    statements += [f"SELECT * FROM endpoints WHERE container_id = 'c1'"]  # what attach and stop ask
+    plans = [row[3] for sql in statements if sql.startswith("SELECT") and "endpoints" in sql
+             and "COUNT" not in sql for row in store.db.execute(f"EXPLAIN QUERY PLAN {sql}")]
+    assert plans and not [p for p in plans if "SCAN" in p or p.endswith("(network_id=?)")], plans

@@ -235,7 +235,7 @@ class LinuxPlatform:
                          lambda addr=addr, plen=plen: cnl().add_address(cif, addr, plen))
         if not net.subnet6:
             plan.add(f"{at} link set {cif} addrgenmode none", lambda: cnl().disable_ipv6_autoconf(cif))
-        else:  # the link-local address the bridge table binds the port to
+        else:  # a link-local address derived from its MAC: a bridge port is bound to it
             plan.add(f"{at} link set {cif} addrgenmode eui64", lambda: cnl().set_eui64_autoconf(cif))
         plan.add(f"{at} link set {cif} up", lambda: cnl().set_up(cif))
         for addr, subnet, gw, hop in ((ep.ip_address, net.subnet, net.gateway, NEXT_HOP4),
