@@ -151,6 +151,11 @@ class InProcess:
         b = report(f"  {type_}: attach #{count - window + 1}-{count} (in-process)", times[-window:])
         print(f"  {type_}: attach #{count} / attach #{window}: {b / a:.2f}x  target <= 1.10x: "
               f"{'met' if b / a <= 1.1 else 'MISSED'}", flush=True)
+        # every attach counts in a straight-line fit, which medians of the ends' few samples,
+        # taken minutes apart, do not
+        slope, intercept = statistics.linear_regression(range(count), times)
+        print(f"  {type_}: fit over all {count} attaches: {intercept:.2f} ms + {slope * 1000:.2f} us per "
+              f"container: #{count} / #1 = {(intercept + slope * count) / intercept:.2f}x", flush=True)
         for key in steps["first"]:
             first, last = statistics.median(steps["first"][key]), statistics.median(steps["last"].get(key, [0]))
             print(f"    step {key:62s} {first:6.3f} -> {last:6.3f} ms ({last - first:+.3f})", flush=True)
