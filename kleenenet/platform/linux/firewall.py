@@ -106,7 +106,7 @@ def elements(state: FirewallState) -> dict[tuple[str, str], list[str]]:
     for p in state.ports:
         for key, els in port_elements(p).items():
             out.setdefault(key, []).extend(els)
-    for family, attr, set_ in ((4, "subnet", "subnets4"), (6, "subnet6", "subnets6")):
+    for attr, set_ in (("subnet", "subnets4"), ("subnet6", "subnets6")):
         out[("inet kleenenet", set_)] = [getattr(n, attr) for n in state.networks if getattr(n, attr)]
     return {k: sorted(v) for k, v in out.items() if v}
 
