@@ -21,6 +21,7 @@ from kleenenet.errors import Conflict, KleenenetError, NotFound
 from kleenenet.model import AUTO, Container, Endpoint, Network, new_id
 
 DB_NAME = "kleenenet.db"
+LOCK_TIMEOUT = 60  # seconds a change waits for another kleenenet's transaction
 
 # Each entry migrates from schema version i to i+1; PRAGMA user_version holds the version.
 MIGRATIONS = [
@@ -77,8 +78,6 @@ def default_state_dir() -> Path:
     if env:
         return Path(env)
     return Path("/var/db/kleenenet") if os.uname().sysname == "FreeBSD" else Path("/var/lib/kleenenet")
-
-LOCK_TIMEOUT = 60  # seconds a change waits for another kleenenet's transaction
 
 
 class Store:
@@ -235,6 +234,7 @@ class Store:
 
     def _next_address(self, net: Network, subnet, column: str, cursor: str, gateway: str):
         last = self.db.execute(f"SELECT {cursor} FROM networks WHERE id = ?", (net.id,)).fetchone()[0]
+
         def count_in_use() -> int:
             return bool(gateway) + self.db.execute(
                 f"SELECT COUNT(*) FROM endpoints WHERE network_id = ? AND {column} != ''", (net.id,)).fetchone()[0]

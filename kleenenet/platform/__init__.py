@@ -27,6 +27,12 @@ def stable_mac(*parts: str) -> str:
     return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
+def digest(text: str) -> str:
+    """A short digest of rendered rules: loaded with them (an nft rule comment, a pf label), it
+    tells reconcile whether what the host has is what the state renders."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def first_free_name(prefix: str, present: Iterable[str]) -> str:
     """prefix0, prefix1, ...: the first one not in `present`."""
     present = set(present)

@@ -7,11 +7,11 @@ of the anchor without the table's members: reconcile compares it with what pf ha
 
 from __future__ import annotations
 
-import hashlib
 import re
 from functools import cache
 
 from kleenenet.model import Network
+from kleenenet.platform import digest
 
 ANCHOR_ROOT = "kleenenet"
 
@@ -50,8 +50,8 @@ def render(net: Network, networks: list[Network], members: list[str]) -> str:
     template = _templates().get_template("network.conf.j2")
     values = dict(net=net, table=table(net), others=others,
                   self_members=members if needs_reload_per_member(net) else [])
-    digest = hashlib.sha256(template.render(**values, table_members=[], label="").encode()).hexdigest()
-    return template.render(**values, table_members=members, label=f"{ANCHOR_ROOT}:{digest[:16]}")
+    rules = digest(template.render(**values, table_members=[], label=""))
+    return template.render(**values, table_members=members, label=f"{ANCHOR_ROOT}:{rules}")
 
 
 _LABEL = re.compile(rf'label "({ANCHOR_ROOT}:[0-9a-f]+)"')

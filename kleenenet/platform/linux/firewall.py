@@ -18,7 +18,6 @@ Every packet a container sends is checked against the addresses it owns:
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from functools import cache
 
 from kleenenet.errors import HostError
 from kleenenet.model import Endpoint, Network
+from kleenenet.platform import digest
 
 TABLES = ("inet kleenenet", "bridge kleenenet")
 # address map -> (address family attribute, prefix of the per-network chain it jumps to)
@@ -121,19 +121,18 @@ def _templates():
     )
 
 
-def _render(state: FirewallState, els: dict, digest: str) -> str:
+def _render(state: FirewallState, els: dict, rules: str) -> str:
     return _templates().get_template("ruleset.nft.j2").render(  # in name order: one text per state
-        networks=sorted(state.networks, key=lambda n: n.name), elements=els, digest=digest)
+        networks=sorted(state.networks, key=lambda n: n.name), elements=els, digest=rules)
 
 
-def digest(state: FirewallState) -> str:
-    """What identifies the tables' rules (their elements aside): kept in a rule comment, so
-    reconcile can tell whether the loaded rules are the ones the state wants."""
-    return hashlib.sha256(_render(state, {}, "").encode()).hexdigest()[:16]
+def rules_digest(state: FirewallState) -> str:
+    """The digest of the tables' rules, their elements aside (kept in a rule comment)."""
+    return digest(_render(state, {}, ""))
 
 
 def render(state: FirewallState) -> str:
-    return _render(state, elements(state), digest(state))
+    return _render(state, elements(state), rules_digest(state))
 
 
 def _batch(verb: str, els: dict[tuple[str, str], list[str]]) -> str:
@@ -192,7 +191,7 @@ def in_effect(nft: Nft, state: FirewallState) -> bool:
     if not state.networks:
         return all(not nft.exists(t) for t in TABLES)
     comments, els = loaded(nft)
-    want = f"kleenenet {digest(state)}"
+    want = f"kleenenet {rules_digest(state)}"
     unquoted = {k: sorted(e.replace('"', "") for e in v) for k, v in elements(state).items()}
     return comments == [want] * len(TABLES) and els == unquoted
 
