@@ -224,17 +224,13 @@ class FreeBSDPlatform:
                 before = self.host.sysctl(key)
                 if before != "1":
                     self._step(plan, ["sysctl", f"{key}=1"], ["sysctl", f"{key}={before}"])
-                    if version == 6 and self.host_autoconfigures():
+                    if version == 6 and self.host.autoconfiguring_interfaces():
                         ra = self.host.sysctl(RA_WITH_FORWARDING)
                         if ra != "1":
                             self._step(plan, ["sysctl", f"{RA_WITH_FORWARDING}=1"],
                                        ["sysctl", f"{RA_WITH_FORWARDING}={ra}"],
                                        note="keep accepting router advertisements")
         return plan
-
-    def host_autoconfigures(self) -> bool:
-        """Whether an interface takes its IPv6 configuration from router advertisements."""
-        return any("ACCEPT_RTADV" in i.nd6 for i in self.host.interfaces().values())
 
     def _members(self, net: Network, endpoints: list[Endpoint]) -> list[str]:
         return [a for ep in endpoints if ep.epair and ep.network_id == net.id

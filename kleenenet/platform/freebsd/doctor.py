@@ -8,7 +8,7 @@ from kleenenet.errors import HostError
 from kleenenet.model import Network
 from kleenenet.platform import Check
 from kleenenet.platform.freebsd import parsers
-from kleenenet.platform.freebsd.host import Runner
+from kleenenet.platform.freebsd.host import Host, Runner
 from kleenenet.platform.freebsd import FORWARDING, JAIL_OPTION_RELEASE, RA_WITH_FORWARDING
 from kleenenet.platform.freebsd.pf import ANCHOR_ROOT
 
@@ -114,7 +114,7 @@ def _skip_checks(runner: Runner, networks: list[Network]) -> list[Check]:
 
 
 def _release_check(runner: Runner) -> Check:
-    version = int(runner.run(["sysctl", "-n", "kern.osreldate"]).strip())
+    version = Host(runner).osreldate()
     release = f"FreeBSD {version // 100000}.{version // 1000 % 100} (kern.osreldate {version})"
     if version >= JAIL_OPTION_RELEASE:
         return Check(True, f"{release}: vnet jails are configured with `ifconfig -j` and `route -j`")
@@ -126,8 +126,7 @@ def _release_check(runner: Runner) -> Check:
 def _router_advertisement_check(runner: Runner) -> list[Check]:
     """With ip6.forwarding=1 the kernel ignores the router lifetime of router advertisements
     unless ip6.rfc6204w3=1 (nd6_ra_input in sys/netinet6/nd6_rtr.c)."""
-    interfaces = parsers.parse_ifconfig(runner.run(["ifconfig", "-a"]))
-    slaac = sorted(name for name, i in interfaces.items() if "ACCEPT_RTADV" in i.nd6)
+    slaac = Host(runner).autoconfiguring_interfaces()
     if not slaac:
         return []
     on = runner.run(["sysctl", "-n", RA_WITH_FORWARDING]).strip() == "1"

@@ -143,6 +143,10 @@ class Host:
     def table(self, anchor: str, table: str) -> list[str]:
         return _parsed(parsers.parse_table_show, self.runner.run(["pfctl", "-a", anchor, "-t", table, "-T", "show"]))
 
+    def autoconfiguring_interfaces(self) -> list[str]:
+        """Interfaces that take IPv6 settings from router advertisements (nd6 ACCEPT_RTADV)."""
+        return sorted(name for name, i in self.interfaces().items() if "ACCEPT_RTADV" in i.nd6)
+
     def osreldate(self) -> int:
         """__FreeBSD_version of the running kernel, e.g. 1402000 for 14.2 (sys/param.h)."""
         value = self.sysctl("kern.osreldate")
