@@ -174,7 +174,7 @@ def loaded(nft: Nft) -> tuple[list[str], dict[tuple[str, str], list[str]]]:
     comments, els = [], {}
     for table in TABLES:
         try:
-            listing = json.loads(nft.run(f"list table {table}", json_output=True))["nftables"]
+            listing = nft.list_json(table)
         except HostError:
             continue  # no such table
         for obj in listing:
@@ -223,10 +223,7 @@ class Nft:
 
     NFT_CTX_OUTPUT_JSON = 1 << 4
 
-    def run(self, batch: str, json_output: bool = False) -> str:
-        flags = self.lib.nft_ctx_output_get_flags(self.ctx)
-        self.lib.nft_ctx_output_set_flags(self.ctx, flags | self.NFT_CTX_OUTPUT_JSON if json_output
-                                          else flags & ~self.NFT_CTX_OUTPUT_JSON)
+    def run(self, batch: str) -> str:
         rc = self.lib.nft_run_cmd_from_buffer(self.ctx, batch.encode())
         err = (self.lib.nft_ctx_get_error_buffer(self.ctx) or b"").decode().strip()
         out = (self.lib.nft_ctx_get_output_buffer(self.ctx) or b"").decode()
@@ -234,6 +231,15 @@ class Nft:
             first = err.splitlines()[0] if err else "failed"
             raise HostError(f"nft: {first}")
         return out
+
+    def list_json(self, table: str) -> list[dict]:
+        """`nft -j list table TABLE`: its objects (HostError when it does not exist)."""
+        flags = self.lib.nft_ctx_output_get_flags(self.ctx)
+        self.lib.nft_ctx_output_set_flags(self.ctx, flags | self.NFT_CTX_OUTPUT_JSON)
+        try:
+            return json.loads(self.run(f"list table {table}"))["nftables"]
+        finally:
+            self.lib.nft_ctx_output_set_flags(self.ctx, flags)
 
     def exists(self, table: str) -> bool:
         try:
