@@ -2,22 +2,19 @@
 the store commits — then `reconcile`: host and store agree, nothing is leaked (interfaces,
 addresses, nft elements, container processes), and a second reconcile plans nothing.
 
-A crash is KLEENENET_FAILPOINT=<plan>:<k>:stop (the process stops itself just before step k)
-followed by SIGKILL, so the host is left exactly as the dying process left it."""
+A crash is World.kill_at: KLEENENET_FAILPOINT=<plan>:<k>:stop (the process stops itself just
+before step k) followed by SIGKILL."""
 
 from __future__ import annotations
 
 import difflib
 import json
-import signal
-import subprocess
-import time
 from dataclasses import dataclass
 from collections.abc import Callable
 
 import pytest
 
-from tests.linux.world import KLEENENET, sh
+from tests.linux.world import sh
 
 
 @dataclass
@@ -80,30 +77,13 @@ OPS = {
 }
 
 
-def crash(world, args: list[str], failpoint: str) -> bool:
-    """Run kleenenet until the failpoint stops it, then kill it. False: it finished first."""
-    proc = subprocess.Popen(world.in_host(*KLEENENET, *args), env={**world.env, "KLEENENET_FAILPOINT": failpoint},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while proc.poll() is None:
-        with open(f"/proc/{proc.pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "T":
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                return True
-        assert time.monotonic() < deadline, f"{args} neither stopped nor ended"
-        time.sleep(0.005)
-    assert proc.returncode == 0, proc.stderr.read()
-    return False
-
-
 def check_agreement(world, where: str) -> None:
     """Host and store agree: a second reconcile has nothing to do, and the only container
     processes alive are those of running containers."""
     plan = world.kn("reconcile", "--dry-run").stdout
     assert plan == "", f"{where}: a second reconcile still plans:\n{plan}"
-    running = [c for c in world.store_dump()["containers"] if c[5]]  # the running column
-    assert len(world.container_pids()) == len(running), where
+    (running,), = world.query("SELECT COUNT(*) FROM containers WHERE running")
+    assert len(world.container_pids()) == running, where
     assert {link for link in world.links() if link.startswith("kv")} == world.wired_ports(), where
 
 
@@ -115,7 +95,7 @@ def test_crash_at_every_step_then_reconcile(world, name, record_property):
     for k in range(1, 40):
         op.prepare(world, k)
         before = world.snapshot()
-        if not crash(world, op.args(k), f"{op.plan}:{k}:stop"):
+        if not world.kill_at(op.args(k), f"{op.plan}:{k}:stop"):
             break  # past the last step (and the one after it): the operation completed
         world.kn("reconcile")
         where = f"{name}: killed before step {k}"

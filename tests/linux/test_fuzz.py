@@ -14,9 +14,7 @@ import gc
 import io
 import ipaddress
 import os
-import re
 import shutil
-import sqlite3
 import sys
 import time
 import traceback
@@ -31,7 +29,7 @@ from kleenenet import cli
 from kleenenet.model import IFNAME_RE, NAME_RE
 from kleenenet.platform.linux.firewall import Nft
 from kleenenet.platform.linux.namespaces import entered_netns
-from tests.linux.world import World
+from tests.linux.world import World, comparable_ruleset
 
 # The realistic state every case runs against (see `fuzz_world`).
 BR4, BR6 = "10.2.3.0/24", "fd00:3::/64"  # bridge `br`: gateways .1 and ::1; `up` runs on it
@@ -111,15 +109,6 @@ class Cli:
 
 # --- what must not change ------------------------------------------------------------------
 
-def store_dump(world: World) -> dict:
-    db = sqlite3.connect(f"file:{world.state_dir / 'kleenenet.db'}?mode=ro", uri=True)
-    try:
-        return {t: db.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()
-                for t in ("networks", "containers", "endpoints")}
-    finally:
-        db.close()
-
-
 class Host:
     """The host namespace as kleenenet could change it, read in-process (netlink, libnftables)."""
 
@@ -139,8 +128,7 @@ class Host:
             routes = sorted((r["family"], str(r.get_attr("RTA_DST")), r["dst_len"], names.get(r.get_attr("RTA_OIF")),
                              str(r.get_attr("RTA_GATEWAY"))) for r in ipr.get_routes(table=254)
                             if not str(r.get_attr("RTA_DST")).startswith(("fe80:", "ff")))
-            # a counter's values are traffic, not state
-            nft = re.sub(r"counter packets \d+ bytes \d+", "counter", self.nft.run("list ruleset"))
+            nft = comparable_ruleset(self.nft.run("list ruleset"))
             forwarding = [open(f"/proc/sys/net/{k}").read() for k in ("ipv4/ip_forward", "ipv6/conf/all/forwarding")]
         return {"links": links, "addrs": addrs, "routes": routes, "nft": nft, "forwarding": forwarding}
 
@@ -152,7 +140,7 @@ class Checker:
         self.world, self.ids = world, ids
         self.run = Cli(world)
         self.host = Host(world)
-        self.store_before = store_dump(world)
+        self.store_before = world.store_dump()
         self.host_before = self.host.state()
         self.recent: list[list[str]] = []
         self.cases = 0
@@ -171,7 +159,7 @@ class Checker:
         assert len(lines) == 1 and lines[0].startswith("kleenenet: ") and r.err.endswith("\n"), r.err
         assert r.out == "", r.out
         assert any(m in lines[0] for value in offending for m in markers(value)), (lines[0], offending)
-        assert store_dump(self.world) == self.store_before, argv
+        assert self.world.store_dump() == self.store_before, argv
         if self.cases % CHECK_HOST_EVERY == 0:
             self.check_host()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kleenenet.platform.linux.namespaces import set_sysctls_in
 from tests.linux import frames
 from tests.linux.world import UPLINK6_ADDR, UPLINK_ADDR, WAN6_ADDR, WAN_ADDR, sh
 
@@ -134,19 +135,19 @@ def test_a_container_on_two_networks_is_not_a_router(world, br_netfilter):
     sink = log_of(world, "s")
     wait_for_line(sink, "ready")
     s_ip, y_ip = world.ip_of("s"), world.ip_of("y")
-    r_a = world.kn_json("inspect", "r")["container_endpoints"][0]["ip_address"]
+    r_a, r_b = (ep["ip_address"] for ep in world.kn_json("inspect", "r")["container_endpoints"])
     forwarding = ["sysctl", "-n", "net.ipv4.conf.all.forwarding", "net.ipv6.conf.all.forwarding"]
     assert world.kn("exec", "r", "--", *forwarding).stdout.split() == ["0", "0"]
     # y routes toward b through r: with forwarding off in r, nothing arrives ...
     world.kn("exec", "y", "--", "ip", "route", "add", "10.2.4.0/24", "via", r_a)
     send_udp(world, "y", [(y_ip, s_ip, 9999, "routed")])
     send_udp(world, "r", [("0.0.0.0", s_ip, 9999, "direct")])  # positive control: r reaches s
-    wait_for_line(sink, f"{world.kn_json('inspect', 'r')['container_endpoints'][1]['ip_address']} direct")
+    wait_for_line(sink, f"{r_b} direct")
     # ... and when r turns forwarding on itself, its port on b drops what is not r's own.
     world.kn("exec", "r", "--", "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1")
     send_udp(world, "y", [(y_ip, s_ip, 9999, "routed")])
     send_udp(world, "r", [("0.0.0.0", s_ip, 9999, "direct-again")])
-    wait_for_line(sink, f"{world.kn_json('inspect', 'r')['container_endpoints'][1]['ip_address']} direct-again")
+    wait_for_line(sink, f"{r_b} direct-again")
     assert "routed" not in sink.read_text()
 
 
@@ -169,3 +170,12 @@ def test_rules_hold_with_and_without_br_netfilter(world, br_netfilter):
     assert world.connect_from("quiet", WAN_ADDR, 8000) == UPLINK_ADDR  # positive control
     assert world.connect_from("inner", quiet, 7000) is None  # isolation
     assert world.connect_from("quiet", ip, 7000) is None
+
+
+def test_forwarding_is_set_off_where_a_namespace_has_it_on(world):
+    """What plan_new_namespace does to each container's namespace, on one that starts with
+    forwarding on (a new namespace inherits it from the machine's, which here has it off)."""
+    keys = ("net.ipv4.conf.all.forwarding", "net.ipv6.conf.all.forwarding")
+    sh("ip", "netns", "exec", world.wan, "sysctl", "-qw", *(f"{k}=1" for k in keys))
+    set_sysctls_in(f"/run/netns/{world.wan}", dict.fromkeys(keys, "0"))
+    assert sh("ip", "netns", "exec", world.wan, "sysctl", "-n", *keys).stdout.split() == ["0", "0"]

@@ -28,6 +28,14 @@ def sh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(args, check=check, capture_output=True, text=True, **kw)
 
 
+def comparable_ruleset(text: str) -> str:
+    """An nft listing without what is not state: a counter's values are traffic, and nft lists a
+    set's elements in its own order."""
+    text = re.sub(r"counter packets \d+ bytes \d+", "counter", text)
+    return re.sub(r"elements = \{(.*?)\}", lambda m: "elements = { " + ", ".join(
+        sorted(e.strip() for e in m[1].split(","))) + " }", text, flags=re.S)
+
+
 class World:
     def __init__(self, tmp: Path):
         tag = secrets.token_hex(3)
@@ -126,10 +134,6 @@ class World:
         """Everything kleenenet could change in the host namespace, plus its state."""
         def run(*args):
             return sh(*self.in_host(*args)).stdout
-        # a counter's values are traffic, not state; nft lists a set's elements in its own order
-        nft = re.sub(r"counter packets \d+ bytes \d+", "counter", sh(*self.in_host("nft", "list", "ruleset")).stdout)
-        nft = re.sub(r"elements = \{(.*?)\}", lambda m: "elements = { " + ", ".join(
-            sorted(e.strip() for e in m[1].split(","))) + " }", nft, flags=re.S)
         return {
             # in name order: a recreated interface comes back with another index
             "links": sorted(self.links()),
@@ -139,38 +143,57 @@ class World:
                             for line in run("ip", "-br", "addr").splitlines()),
             "routes": sorted(r.replace(" linkdown", "") for r in (run("ip", "route") + run("ip", "-6", "route")).splitlines()
                              if not r.startswith(("fe80:", "multicast"))),
-            "nft": nft,
+            "nft": self.nft(),
             "forwarding": run("sysctl", "-n", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"),
             "store": self.store_dump(),
         }
 
+    def query(self, sql: str) -> list[tuple]:
+        """Rows of the state, read directly (a CLI process per look would cost 0.3 s)."""
+        db = self.state_dir / "kleenenet.db"
+        if not db.exists():
+            return []
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return conn.execute(sql).fetchall()
+
     def store_dump(self) -> dict:
-        """Every row of the state, read directly (a CLI process per look would cost 0.3 s)."""
-        if not (self.state_dir / "kleenenet.db").exists():
-            return {}
-        with sqlite3.connect(f"file:{self.state_dir / 'kleenenet.db'}?mode=ro", uri=True) as conn:
-            return {table: sorted(map(list, conn.execute(f"SELECT * FROM {table}")))
-                    for table in ("networks", "containers", "endpoints")}
+        """Every row of the state."""
+        return {table: sorted(map(list, self.query(f"SELECT * FROM {table}")))
+                for table in ("networks", "containers", "endpoints")}
 
     def wired_ports(self) -> set[str]:
         """The host interfaces the store says are wired."""
-        with sqlite3.connect(f"file:{self.state_dir / 'kleenenet.db'}?mode=ro", uri=True) as conn:
-            return {epair for epair, in conn.execute("SELECT epair FROM endpoints WHERE epair IS NOT NULL")}
+        return {epair for epair, in self.query("SELECT epair FROM endpoints WHERE epair IS NOT NULL")}
 
     def links(self) -> list[str]:
         out = sh(*self.in_host("ip", "-br", "link")).stdout
         return [line.split()[0].split("@")[0] for line in out.splitlines()]
 
     def nft(self) -> str:
-        return sh(*self.in_host("nft", "list", "ruleset")).stdout
+        return comparable_ruleset(sh(*self.in_host("nft", "list", "ruleset")).stdout)
 
     def container_pids(self) -> list[int]:
-        db = self.state_dir / "kleenenet.db"
-        if not db.exists():
-            return []
-        with sqlite3.connect(db) as conn:
-            rows = conn.execute("SELECT pid, pid_start FROM containers WHERE pid IS NOT NULL").fetchall()
+        """The live processes of the containers the store says are running."""
+        rows = self.query("SELECT pid, pid_start FROM containers WHERE pid IS NOT NULL")
         return [pid for pid, start in rows if process_alive(pid, start)]
+
+    def kill_at(self, args: list[str], failpoint: str) -> bool:
+        """Run kleenenet until KLEENENET_FAILPOINT=<failpoint> (ending in :stop) stops it, then
+        SIGKILL it: the host is left exactly as the dying process left it. False: it finished
+        first (the failpoint is past the plan's end)."""
+        proc = subprocess.Popen(self.in_host(*KLEENENET, *args), env={**self.env, "KLEENENET_FAILPOINT": failpoint},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while proc.poll() is None:
+            with open(f"/proc/{proc.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    return True
+            assert time.monotonic() < deadline, f"{args} neither stopped nor ended"
+            time.sleep(0.005)
+        assert proc.returncode == 0, proc.stderr.read()
+        return False
 
     def destroy(self) -> None:
         for p in self.servers:
