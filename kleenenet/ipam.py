@@ -86,8 +86,9 @@ def check_host_address(addr: IPAddress, subnet: IPNetwork, option: str) -> IPAdd
 
 
 def resolve_gateway(text: str, subnet: IPNetwork | None, option: str) -> IPAddress | None:
-    """'' = no gateway, '<auto>' = first host address, else an address inside the subnet."""
-    if text == "":
+    """'' = no gateway, '<auto>' = first host address (none without a subnet of that family, as
+    klee asks for both families), else an address inside the subnet."""
+    if text == "" or (text == "<auto>" and subnet is None):
         return None
     if subnet is None:
         raise InvalidInput(f"invalid {option} {text!r}: the network has no subnet of that family")
@@ -100,21 +101,50 @@ def first_host(subnet: IPNetwork) -> IPAddress:
     return subnet.network_address + 1
 
 
-def next_free(subnet: IPNetwork, after: IPAddress | None, is_taken: Callable[[IPAddress], bool],
-              count_in_use: Callable[[], int]) -> IPAddress:
-    """The first host address after `after` (wrapping around) for which is_taken() is false.
-    count_in_use() counts the taken host addresses (gateway included): asked only when the first
-    candidate is taken, it refuses a full subnet at once instead of trying every address."""
+def parse_range(text: str, subnet: IPNetwork | None, option: str) -> IPNetwork | None:
+    """`--ip-range`: a CIDR inside the subnet, where automatic addresses come from ('' = none)."""
+    if text == "":
+        return None
+    if subnet is None:
+        raise InvalidInput(f"invalid {option} {text!r}: the network has no subnet of that family")
+    try:
+        pool = ipaddress.ip_network(text)
+    except ValueError:
+        raise InvalidInput(f"invalid {option} {text!r}: expected a CIDR inside {subnet}, "
+                           "without host bits, e.g. " + str(next(subnet.subnets(1), subnet))) from None
+    if pool.version != subnet.version or not pool.subnet_of(subnet) or "/" not in text:
+        raise InvalidInput(f"invalid {option} {text!r}: not a range inside subnet {subnet}")
+    if _hosts(subnet, pool) is None:
+        raise InvalidInput(f"invalid {option} {text!r}: holds no host address of {subnet}")
+    return pool
+
+
+def _hosts(subnet: IPNetwork, pool: IPNetwork | None) -> tuple[int, int] | None:
+    """The first and last host address of `subnet` inside `pool`, as integers (None: no host)."""
     first = int(subnet.network_address) + 1
-    capacity = int(subnet.broadcast_address) - (1 if subnet.version == 4 else 0) - first + 1
-    start = int(after) + 1 - first if after is not None and after in subnet else 0
+    last = int(subnet.broadcast_address) - (1 if subnet.version == 4 else 0)
+    if pool is not None:
+        first, last = max(first, int(pool.network_address)), min(last, int(pool.broadcast_address))
+    return (first, last) if first <= last else None
+
+
+def next_free(subnet: IPNetwork, after: IPAddress | None, is_taken: Callable[[IPAddress], bool],
+              count_in_use: Callable[[], int], pool: IPNetwork | None = None) -> IPAddress:
+    """The first host address after `after` (wrapping around) for which is_taken() is false,
+    inside `pool` when given. count_in_use() counts the taken host addresses (gateway included)
+    of the pool: asked only when the first candidate is taken, it refuses a full pool at once
+    instead of trying every address."""
+    first, last = _hosts(subnet, pool)
+    capacity = last - first + 1
+    start = int(after) + 1 - first if after is not None and first <= int(after) < last else 0
     for i in range(capacity):
         candidate = type(subnet.network_address)(first + (start + i) % capacity)  # ip_address(int) guesses the family
         if not is_taken(candidate):
             return candidate
         if i == 0 and count_in_use() >= capacity:
             break
-    raise Conflict(f"subnet {subnet} is exhausted: all {capacity} host addresses are in use")
+    raise Conflict(f"{'range ' + str(pool) if pool else 'subnet ' + str(subnet)} is exhausted: "
+                   f"all {capacity} host addresses are in use")
 
 
 def claim(addr_text: str, subnet: IPNetwork | None, is_taken: Callable[[IPAddress], bool],
@@ -134,3 +164,16 @@ def find_overlap(subnet: IPNetwork, existing: Iterable[tuple[str, IPNetwork]]) -
         if other.version == subnet.version and subnet.overlaps(other):
             return f"{label} ({other})"
     return None
+
+
+def unique_local64(taken: Iterable[tuple[str, IPNetwork]]) -> IPv6Network:
+    """A /64 of a random unique local prefix (RFC 4193: fd00::/8 and a random 40-bit global ID),
+    clear of `taken`."""
+    import os
+
+    taken = list(taken)
+    for _ in range(16):
+        subnet = IPv6Network((int.from_bytes(b"\xfd" + os.urandom(5) + bytes(10), "big"), 64))
+        if find_overlap(subnet, taken) is None:
+            return subnet
+    raise Conflict("no free unique local IPv6 /64 found: give --subnet6 explicitly")

@@ -12,13 +12,14 @@ import ipaddress
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from kleenenet import ipam
 from kleenenet.errors import Conflict, KleenenetError, NotFound
-from kleenenet.model import AUTO, Container, Endpoint, Network, new_id
+from kleenenet.model import AUTO, Container, Endpoint, Image, Network, new_id
 
 DB_NAME = "kleenenet.db"
 LOCK_TIMEOUT = 60  # seconds a change waits for another kleenenet's transaction
@@ -68,15 +69,56 @@ MIGRATIONS = [
     """,
     # a container's endpoints, looked up at every attach and stop, without a scan
     "CREATE INDEX endpoints_container ON endpoints(container_id)",
+    # images, and what a container was made from; `FreeBSD` is the host's root, as in Kleene's
+    # walkthrough
+    """
+    CREATE TABLE images (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        root TEXT NOT NULL,      -- a directory, or '' for a ZFS image
+        snapshot TEXT NOT NULL,  -- a ZFS snapshot (FreeBSD), or ''
+        created TEXT NOT NULL,
+        UNIQUE (name, tag)
+    );
+    INSERT INTO images VALUES (lower(hex(randomblob(6))), 'FreeBSD', 'latest', '/', '',
+                               strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now'));
+    ALTER TABLE containers ADD COLUMN image_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE containers ADD COLUMN root TEXT NOT NULL DEFAULT '/';
+    ALTER TABLE containers ADD COLUMN dataset TEXT NOT NULL DEFAULT '';
+    ALTER TABLE containers ADD COLUMN persist INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE containers ADD COLUMN restart_policy TEXT NOT NULL DEFAULT 'no';
+    ALTER TABLE containers ADD COLUMN auto_remove INTEGER NOT NULL DEFAULT 0
+    """,
+    """
+    ALTER TABLE networks ADD COLUMN mtu INTEGER NOT NULL DEFAULT 1500;
+    ALTER TABLE networks ADD COLUMN nat6 INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE containers ADD COLUMN public_ports TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE containers ADD COLUMN dns TEXT NOT NULL DEFAULT '[]'
+    """,
+    """
+    ALTER TABLE networks ADD COLUMN ip_range TEXT NOT NULL DEFAULT '';
+    ALTER TABLE networks ADD COLUMN ip_range6 TEXT NOT NULL DEFAULT '';
+    ALTER TABLE containers ADD COLUMN network_options TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE containers ADD COLUMN helper_pid INTEGER;
+    ALTER TABLE containers ADD COLUMN helper_start INTEGER
+    """,
 ]
 
-_JSON_FIELDS = ("cmd", "env", "jail_param")
+_JSON_FIELDS = ("cmd", "env", "jail_param", "public_ports", "dns", "network_options")
+
+# The daemon's workers (threads) queue here for the write lock, in order, rather than in SQLite's
+# busy handler, which polls with growing sleeps; SQLite's lock still orders processes.
+_WRITER = threading.Lock()
 
 
 def default_state_dir() -> Path:
     env = os.environ.get("KLEENENET_STATE_DIR")
     if env:
         return Path(env)
+    if os.geteuid() != 0:  # a user's own containers (rootless, user-mode networking)
+        data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+        return Path(data) / "kleenenet"
     return Path("/var/db/kleenenet") if os.uname().sysname == "FreeBSD" else Path("/var/lib/kleenenet")
 
 
@@ -119,21 +161,27 @@ class Store:
             finally:
                 self._depth -= 1
             return
+        busy = KleenenetError(f"the state in {self.state_dir} is busy for more than {LOCK_TIMEOUT} s: "
+                              "another kleenenet holds it; try again")
+        if not _WRITER.acquire(timeout=LOCK_TIMEOUT):
+            raise busy
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:  # another kleenenet held the lock past the timeout
-            raise KleenenetError(f"the state in {self.state_dir} is busy ({e}): another kleenenet "
-                                 f"holds it for more than {LOCK_TIMEOUT} s; try again") from None
-        self._depth = 1
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        else:
-            self.db.execute("COMMIT")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # another process held the lock past the timeout
+                raise busy from None
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            else:
+                self.db.execute("COMMIT")
+            finally:
+                self._depth = 0
         finally:
-            self._depth = 0
+            _WRITER.release()
 
     # networks
 
@@ -161,10 +209,13 @@ class Store:
             raise NotFound(f"network not found: {ident!r}")
         return net
 
+    def _insert(self, table: str, row: dict, replace: bool = False) -> None:
+        """A row from a model's fields (column names are the field names)."""
+        self.db.execute(f"INSERT {'OR REPLACE ' if replace else ''}INTO {table} ({', '.join(row)}) "
+                        f"VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+
     def add_network(self, net: Network) -> None:
-        d = net.model_dump()
-        cols = ", ".join(d)
-        self.db.execute(f"INSERT INTO networks ({cols}) VALUES ({', '.join('?' * len(d))})", tuple(d.values()))
+        self._insert("networks", net.model_dump())
 
     def remove_network(self, network_id: str) -> None:
         self.db.execute("DELETE FROM networks WHERE id = ?", (network_id,))
@@ -185,6 +236,10 @@ class Store:
         rows = self.db.execute("SELECT * FROM containers ORDER BY created, name").fetchall()
         return [self._container(r) for r in rows]
 
+    def container_names(self) -> dict[str, str]:
+        """id -> name of every container (what a hosts file needs, without the rest)."""
+        return dict(self.db.execute("SELECT id, name FROM containers").fetchall())
+
     def find_container(self, ident: str, prefix: bool = True) -> Container | None:
         row = self._find("containers", ident, prefix)
         return self._container(row) if row else None
@@ -199,14 +254,38 @@ class Store:
         d = c.model_dump()
         for f in _JSON_FIELDS:
             d[f] = json.dumps(d[f])
-        cols = ", ".join(d)
-        self.db.execute(
-            f"INSERT OR REPLACE INTO containers ({cols}) VALUES ({', '.join('?' * len(d))})", tuple(d.values())
-        )
+        self._insert("containers", d, replace=True)
 
     def remove_container(self, container_id: str) -> None:
         self.db.execute("DELETE FROM endpoints WHERE container_id = ?", (container_id,))
         self.db.execute("DELETE FROM containers WHERE id = ?", (container_id,))
+
+    # images
+
+    def images(self) -> list[Image]:
+        return [Image(**dict(r)) for r in self.db.execute("SELECT * FROM images ORDER BY name, tag")]
+
+    def find_image(self, ident: str) -> Image | None:
+        """By id, unique id prefix, NAME:TAG, or NAME (tag `latest`), as klee names images."""
+        name, _, tag = ident.partition(":")
+        row = self.db.execute("SELECT * FROM images WHERE id = ? OR (name = ? AND tag = ?)",
+                              (ident, name, tag or "latest")).fetchone()
+        if row is None and ident:
+            rows = self.db.execute("SELECT * FROM images WHERE substr(id, 1, ?) = ?", (len(ident), ident)).fetchall()
+            row = rows[0] if len(rows) == 1 else None
+        return Image(**dict(row)) if row else None
+
+    def image(self, ident: str) -> Image:
+        img = self.find_image(ident)
+        if img is None:
+            raise NotFound(f"no such image: {ident!r} (add it with 'kleenenet image add {ident} PATH')")
+        return img
+
+    def add_image(self, img: Image) -> None:
+        self._insert("images", img.model_dump())
+
+    def remove_image(self, image_id: str) -> None:
+        self.db.execute("DELETE FROM images WHERE id = ?", (image_id,))
 
     # endpoints
 
@@ -221,55 +300,58 @@ class Store:
         rows = self.db.execute(query + " ORDER BY rowid", args).fetchall()
         return [Endpoint(**dict(r)) for r in rows]
 
-    def _is_taken(self, net: Network, column: str, gateway: str):
-        gw = ipaddress.ip_address(gateway) if gateway else None
-
+    def _is_taken(self, net: Network, column: str, reserved: set):
         def is_taken(addr) -> bool:
-            return addr == gw or self.db.execute(
+            return addr in reserved or self.db.execute(
                 # `!= ''` lets SQLite use the partial unique index: one lookup, not a scan
                 f"SELECT 1 FROM endpoints WHERE network_id = ? AND {column} = ? AND {column} != ''",
                 (net.id, str(addr))
             ).fetchone() is not None
         return is_taken
 
-    def _next_address(self, net: Network, subnet, column: str, cursor: str, gateway: str):
+    def _next_address(self, net: Network, subnet, pool, column: str, cursor: str, reserved: set):
         last = self.db.execute(f"SELECT {cursor} FROM networks WHERE id = ?", (net.id,)).fetchone()[0]
 
         def count_in_use() -> int:
-            return bool(gateway) + self.db.execute(
-                f"SELECT COUNT(*) FROM endpoints WHERE network_id = ? AND {column} != ''", (net.id,)).fetchone()[0]
+            if pool is None:
+                return len(reserved) + self.db.execute(
+                    f"SELECT COUNT(*) FROM endpoints WHERE network_id = ? AND {column} != ''", (net.id,)).fetchone()[0]
+            used = {ipaddress.ip_address(a) for (a,) in self.db.execute(
+                f"SELECT {column} FROM endpoints WHERE network_id = ? AND {column} != ''", (net.id,))}
+            return sum(1 for a in used | reserved if a in pool)
         addr = ipam.next_free(subnet, ipaddress.ip_address(last) if last else None,
-                              self._is_taken(net, column, gateway), count_in_use)
+                              self._is_taken(net, column, reserved), count_in_use, pool)
         self.db.execute(f"UPDATE networks SET {cursor} = ? WHERE id = ?", (str(addr), net.id))
         return addr
 
-    def allocate_endpoint(self, net: Network, container_id: str, ip: str = AUTO, ip6: str = AUTO) -> Endpoint:
+    def allocate_endpoint(self, net: Network, container_id: str, ip: str = AUTO, ip6: str = AUTO,
+                          reserved: tuple[str, ...] = ()) -> Endpoint:
         """Insert an endpoint with addresses: AUTO = the next free one (none if the network lacks
-        that family), '' = none, else a static address that must be in the subnet and free."""
+        that family; inside its ip range when it has one), '' = none, else a static address that
+        must be in the subnet and free. Never the gateway nor a `reserved` address (a custom
+        network's interface's own)."""
         with self.write():
             if self.db.execute(
                 "SELECT 1 FROM endpoints WHERE network_id = ? AND container_id = ?", (net.id, container_id)
             ).fetchone():
                 raise Conflict(f"container is already connected to network {net.name!r}")
             addrs = []
-            for want, subnet_text, column, cursor, gateway, option in (
-                (ip, net.subnet, "ip_address", "last_ip", net.gateway, "--ip"),
-                (ip6, net.subnet6, "ip_address6", "last_ip6", net.gateway6, "--ip6"),
+            for want, subnet_text, pool_text, column, cursor, gateway, option in (
+                (ip, net.subnet, net.ip_range, "ip_address", "last_ip", net.gateway, "--ip"),
+                (ip6, net.subnet6, net.ip_range6, "ip_address6", "last_ip6", net.gateway6, "--ip6"),
             ):
                 subnet = ipaddress.ip_network(subnet_text) if subnet_text else None
+                taken = {ipaddress.ip_address(a) for a in (gateway, *reserved) if a}
                 if want == "" or (want == AUTO and subnet is None):
                     addrs.append("")
                 elif want == AUTO:
-                    addrs.append(str(self._next_address(net, subnet, column, cursor, gateway)))
+                    pool = ipaddress.ip_network(pool_text) if pool_text else None
+                    addrs.append(str(self._next_address(net, subnet, pool, column, cursor, taken)))
                 else:
-                    addrs.append(str(ipam.claim(want, subnet, self._is_taken(net, column, gateway), option)))
+                    addrs.append(str(ipam.claim(want, subnet, self._is_taken(net, column, taken), option)))
             ep = Endpoint(id=new_id(), network_id=net.id, container_id=container_id,
                           ip_address=addrs[0], ip_address6=addrs[1])
-            self.db.execute(
-                "INSERT INTO endpoints (id, network_id, container_id, epair, ip_address, ip_address6)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (ep.id, ep.network_id, ep.container_id, ep.epair, ep.ip_address, ep.ip_address6),
-            )
+            self._insert("endpoints", ep.model_dump())
         return ep
 
     def set_epair(self, endpoint_id: str, epair: str | None) -> None:

@@ -42,10 +42,18 @@ rm -rf /firstboot-reboot
 echo "==> packages"
 # pydantic-core has no FreeBSD wheel on PyPI (building it needs Rust), so
 # pydantic comes from the package and the virtualenv sees the system
-# site-packages; the rest (click, jinja2, pytest, hypothesis) is pure Python.
+# site-packages; so do aiohttp (the daemon's HTTP server) and PyYAML (for klee,
+# Kleene's client in the `test` extra), which have no FreeBSD wheels either.
+# The rest (click, jinja2, pytest, hypothesis, kleene-cli and its httpx, rich,
+# websockets) is pure Python.
 export ASSUME_ALWAYS_YES=yes
 # sudo: run-tests.sh is started with `vagrant ssh -c 'sudo ...'`, and some boxes lack it.
-pkg install -y sudo python311 py311-pip py311-sqlite3 py311-pydantic2
+pkg install -y sudo python311 py311-pip py311-sqlite3 py311-pydantic2 py311-aiohttp py311-yaml
+# py-libzfs (the devel/py-libzfs port) for containers made from ZFS images;
+# without it tests/jails/test_zfs.py is skipped.
+if ! pkg install -y py311-libzfs; then
+	echo "provision.sh: warning: py311-libzfs is not available: the ZFS image test will be skipped" >&2
+fi
 
 echo "==> virtualenv $VENV"
 if [ ! -x "$VENV/bin/python" ]; then
@@ -78,13 +86,13 @@ mkdir -p /etc/sysctl.kld.d
 printf '%s\n' net.link.bridge.pfil_member=0 net.link.bridge.pfil_bridge=0 > /etc/sysctl.kld.d/if_bridge.conf
 
 echo "==> pf"
-# kleenenet's loopback networks carry jail-to-jail and jail-to-host traffic
-# over lo0, so this ruleset must not `set skip on lo0`.  `pass all` keeps ssh.
-cat > /etc/pf.conf <<'PF'
+# kleenenet's pf fragment (its anchor lines, and `pass quick on lo0`): the suite
+# checks the file users include.  kleenenet's loopback networks carry jail-to-jail
+# and jail-to-host traffic over lo0, and the host reaches published ports over
+# lo0, so this ruleset must not `set skip on lo0`.  `pass all` keeps ssh.
+cat > /etc/pf.conf <<PF
 # Test machine for kleenenet's jail suite (written by vagrant/provision.sh).
-nat-anchor "kleenenet/*"
-rdr-anchor "kleenenet/*"
-anchor "kleenenet/*"
+include "$REPO/pf/kleenenet.conf"
 pass all
 PF
 pfctl -n -f /etc/pf.conf

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Run the jail integration suite (tests/jails) on a machine prepared by
+# Run the jail integration suite (tests/jails, and vagrant/test_custom_network.py) on a machine prepared by
 # vagrant/provision.sh.  As root:  vagrant/run-tests.sh [pytest options]
 set -eu
 
@@ -16,4 +16,4 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 cd "$REPO"
-exec "$VENV/bin/python" -m pytest -m freebsd tests/jails -v "$@"
+exec "$VENV/bin/python" -m pytest -m freebsd tests/jails vagrant/test_custom_network.py -v "$@"

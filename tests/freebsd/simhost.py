@@ -1,10 +1,11 @@
 """A FreeBSD host in memory, for testing the FreeBSD platform where there is no FreeBSD.
 
 It carries out the commands kleenenet runs (ifconfig, jail, route, pfctl, sysctl) on a small
-model of interfaces, jails, pf anchors and tables, answers the queries in FreeBSD's own output
-formats (so the real parsers read them), and refuses what FreeBSD would refuse (a name taken, an
-interface that does not exist, a jail that is not vnet...). `fail_at=k` makes the k-th changing
-command fail, to test rollback; `crash_at=k` kills the process at the k-th one: from there on no
+model of interfaces, jails, pf anchors and tables, and its libzfs calls on a model of ZFS
+datasets (fakezfs.py); it answers the queries in FreeBSD's own output formats (so the real
+parsers read them), and refuses what FreeBSD would refuse (a name taken, an interface that does
+not exist, a jail that is not vnet...). `fail_at=k` makes the k-th changing command or libzfs
+call fail, to test rollback; `crash_at=k` kills the process at the k-th one: from there on no
 changing command runs (the rollback cannot undo anything, as after kill -9), until `revive()`.
 It is a model, not FreeBSD: the vagrant/ suite is the real test. Where a plan depends on a
 kernel behaviour, the comment names the FreeBSD source that has it.
@@ -17,12 +18,16 @@ import ipaddress
 import json
 import re
 import shlex
+import signal
+import threading
+import time
 
 from kleenenet.errors import HostError
 from kleenenet.platform.freebsd.host import Runner
+from tests.freebsd.fakezfs import FakeLibZFS
 
-QUERIES = (("ifconfig", "-l"), ("ifconfig", "-a"), ("ifconfig", "-g"), ("netstat",), ("jls",),
-           ("sysctl", "-n"), ("pgrep",), ("kldstat",))
+QUERIES = (("ifconfig", "-l"), ("ifconfig", "-a"), ("ifconfig", "-g"), ("netstat",), ("jls",), ("sockstat",),
+           ("sysctl", "-n"), ("pgrep",), ("kldstat",), ("mount", "-p"))
 
 
 def _is_query(argv: list[str]) -> bool:
@@ -30,8 +35,14 @@ def _is_query(argv: list[str]) -> bool:
             or (argv[0] == "pfctl" and ("-s" in argv or argv[-2:] == ["-T", "show"])))
 
 
+DEFAULT_MTU = {"lo": 16384}  # if_loop.c LOMTU; Ethernet-like interfaces 1500
+# Kinds: "lo", "bridge", "epair" (cloned), "nic" (a network card: no cloner, never destroyed),
+# "ether" (em0, and interfaces tests make up).
+
+
 def _iface(kind: str, **kw) -> dict:
     return {"kind": kind, "addrs": [], "groups": [], "description": None, "up": False, "members": [],
+            "mtu": DEFAULT_MTU.get(kind, 1500),
             "private": [], "vnet": None, "ether": None, "peer": None, "unit": None,
             "nd6": ["PERFORMNUD", "AUTO_LINKLOCAL"], **kw}
 
@@ -56,6 +67,11 @@ class SimulatedFreeBSD(Runner):
             "jails": {},
             "anchors": {},  # path -> loaded text
             "tables": {},  # (anchor, table) -> sorted member list
+            # pf's state table, as `pfctl -k` sees it: the wire side's source and destination,
+            # and the labels of the rule that created the state
+            "pf_states": [],
+            # sockets of the host's stack that `sockstat -l` lists: [protocol, address, port]
+            "listening": [],
             "sysctl": {"net.inet.ip.forwarding": "0", "net.inet6.ip6.forwarding": "0",
                        "net.inet6.ip6.rfc6204w3": "0", "net.inet6.ip6.auto_linklocal": "1",
                        "net.link.bridge.pfil_member": "1", "net.link.bridge.pfil_bridge": "0",
@@ -67,9 +83,16 @@ class SimulatedFreeBSD(Runner):
             "main": {"nat": 'nat-anchor "kleenenet/*" all\nrdr-anchor "kleenenet/*" all\n',
                      "rules": 'anchor "kleenenet/*" all\npass all flags S/SA keep state\n'},
             "skip": [],
+            "directories": ["/"],
+            # regular files under jail roots, symlinks (path -> target), nullfs mounts [source, point]
+            "files": [], "symlinks": {}, "mounts": [],
+            "zfs": FakeLibZFS.blank_pool(),
         }
-        self.log: list[str] = []  # the changing commands run
+        self.log: list[str] = []  # the changing commands run (and libzfs calls, as zfs commands)
         self.started: list[str] = []  # the containers' commands
+        self.environments: list[dict[str, str]] = []  # what each one had added to its environment
+        self.processes: dict[str, list[_Sleeping]] = {}  # jail -> its commands still running
+        self.zfs = FakeLibZFS(self)  # py-libzfs, on state["zfs"]
         self.changes = 0
         self.fail_at = fail_at
         self.fail_on = fail_on  # fail the first changing command whose text contains this
@@ -97,34 +120,82 @@ class SimulatedFreeBSD(Runner):
     def run(self, argv: list[str], stdin: str | None = None) -> str:
         argv = list(argv)
         if not _is_query(argv):
-            if self.crashed:
-                raise HostError(f"{shlex.join(argv)}: not run, the process is dead")
-            self.changes += 1
-            if self.changes == self.crash_at:
-                self.crashed = True
-                raise HostError(f"{shlex.join(argv)}: killed before it ran")
-            self.log.append(shlex.join(argv))
-            if self.changes == self.fail_at or (self.fail_on and self.fail_on in shlex.join(argv)):
-                raise HostError(f"{shlex.join(argv)}: injected failure")
+            self.changing(shlex.join(argv))
         handler = getattr(self, "_" + argv[0])
         return handler(argv[1:], stdin) or ""
+
+    def changing(self, text: str) -> None:
+        """A change is about to be made (a command, or a libzfs call): count and log it, and
+        fail or crash here when told to."""
+        if self.crashed:
+            raise HostError(f"{text}: not run, the process is dead")
+        self.changes += 1
+        if self.changes == self.crash_at:
+            self.crashed = True
+            raise HostError(f"{text}: killed before it ran")
+        self.log.append(text)
+        if self.changes == self.fail_at or (self.fail_on and self.fail_on in text):
+            raise HostError(f"{text}: injected failure")
+
+    def is_directory(self, path: str) -> bool:
+        """The host's directories: those in the model, and mounted datasets' mountpoints."""
+        return path in self.state["directories"] or path in self.zfs.mounted_paths()
+
+    def libzfs(self):
+        return self.zfs
 
     def succeeds(self, argv: list[str]) -> bool:
         if argv[:3] == ["kldstat", "-q", "-m"]:
             return argv[3] in self.state["modules"]
         if argv[:2] == ["pgrep", "-j"]:
+            for proc in list(self.processes.get(argv[2], [])):
+                proc.poll()  # a sleep whose time is up has exited
             jail = self.state["jails"].get(argv[2])
             return bool(jail and jail["processes"])
+        if argv[0] == "test":
+            return self._test(argv[1:])
         raise AssertionError(f"unexpected query {argv}")
 
-    def start(self, argv, log):
+    def _resolve(self, path: str) -> str:
+        """A path with its symlinks followed (the model's: whole prefixes)."""
+        for _ in range(40):
+            link = next((p for p in self.state["symlinks"] if path == p or path.startswith(p + "/")), None)
+            if link is None:
+                return path
+            path = self.state["symlinks"][link] + path[len(link):]
+        return path
+
+    def _test(self, args: list[str]) -> bool:
+        """test(1) with the expressions kleenenet uses: `A -ef B`, and `-f F -a ! -L F -a ! -L D
+        -a ! F -ef G` (a regular file, no symlink, in a directory that is no symlink, not G)."""
+        if len(args) == 3 and args[1] == "-ef":
+            return self._resolve(args[0]) == self._resolve(args[2])
+        f, d, g = args[1], args[9], args[14]
+        assert args == ["-f", f, "-a", "!", "-L", f, "-a", "!", "-L", d, "-a", "!", f, "-ef", g], args
+        links = self.state["symlinks"]
+        return (self._resolve(f) in self.state["files"] and f not in links and d not in links
+                and self._resolve(f) != self._resolve(g))
+
+    def start(self, argv, log, env=None):
+        """jexec [-U USER] JAIL CMD...: `sleep N` runs until N seconds have passed or it is killed;
+        any other command has exited by the time start() returns, `false` with 1, the others with
+        0, `ifconfig` after printing what the jail sees into `log` (a detached command's output)."""
         assert argv[0] == "jexec"
         if self.crashed:
             raise HostError("not started, the process is dead")
-        jail = self._jail_of(argv[1])
+        name, cmd = (argv[3], argv[4:]) if argv[1] == "-U" else (argv[1], argv[2:])
+        jail = self._jail_of(name)
         jail["processes"] = True
         self.started.append(shlex.join(argv))
-        return _Finished(jail if log is None else None)
+        self.environments.append(dict(env or {}))
+        if cmd[:1] == ["sleep"]:
+            proc = _Sleeping(self, name, float(cmd[1]))
+            self.processes.setdefault(name, []).append(proc)
+            return proc
+        if log is not None and cmd == ["ifconfig"]:
+            with open(log, "a") as out:
+                out.write(self._jail_ifconfig(name))
+        return _Finished(jail if log is None else None, 1 if cmd == ["false"] else 0)
 
     # helpers
 
@@ -171,6 +242,9 @@ class SimulatedFreeBSD(Runner):
         while args:
             word, args = args[0], args[1:]
             if word == "destroy":
+                if iface["kind"] == "nic":
+                    # A NIC has no cloner: if_clone_destroy() in sys/net/if_clone.c gives EINVAL.
+                    raise HostError("ifconfig: SIOCIFDESTROY: Invalid argument")
                 self._destroy(name)
                 if iface["peer"]:  # epair_clone_destroy() in sys/net/if_epair.c takes both ends
                     self._destroy(iface["peer"])
@@ -190,20 +264,13 @@ class SimulatedFreeBSD(Runner):
                     iface["nd6"] = sorted(set(iface["nd6"]) | {"NO_DAD"})
                     continue
                 op = args.pop(0) if args[:1] in (["alias"], ["-alias"]) else "alias"
-                ip = addr.split("/")[0]
-                have = [a for a in iface["addrs"] if a.split("/")[0] == ip]
                 if op == "alias":
-                    if have:
-                        raise HostError(f"ifconfig: ioctl (SIOCAIFADDR): File exists ({ip})")
-                    assert "/" in addr, "kleenenet always gives a prefix length"
-                    if self._member_without_addresses(name):
-                        raise HostError("ifconfig: ioctl (SIOCAIFADDR): Invalid argument")
-                    iface["addrs"].append(str(ipaddress.ip_interface(addr)))
-                    iface["addrs"].sort(key=lambda a: (ipaddress.ip_interface(a).version, ipaddress.ip_interface(a)))  # (order means nothing)
+                    self._add_address(iface, name, word, addr)
                 else:
-                    if not have:
-                        raise HostError(f"ifconfig: ioctl (SIOCDIFADDR): Can't assign requested address ({ip})")
-                    iface["addrs"].remove(have[0])
+                    self._delete_address(iface, word, addr)
+            elif word == "mtu":
+                value, args = int(args[0]), args[1:]
+                self._set_mtu(name, iface, value)
             elif word in ("group", "description", "ether"):
                 value, args = args[0], args[1:]
                 if word == "group":
@@ -216,7 +283,14 @@ class SimulatedFreeBSD(Runner):
                 iface["up"] = word == "up"
             elif word in ("addm", "deletem", "private"):
                 member, args = args[0], args[1:]
-                assert iface["kind"] == "bridge", f"{word} on a non-bridge {name}"
+                command = {"addm": "BRDGADD", "deletem": "BRDGDEL", "private": "BRDGSIFFLGS"}[word]
+                if iface["kind"] != "bridge":
+                    # ifconfig's bridge commands are SIOCSDRVSPEC ioctls (sbin/ifconfig/ifbridge.c
+                    # do_cmd); a driver that is no bridge refuses them (ether_ioctl: EINVAL).
+                    raise HostError(f"ifconfig: {command} {member}: Invalid argument")
+                if word != "addm" and member not in iface["members"]:
+                    # bridge_lookup_member() finds no such member: ENOENT (sys/net/if_bridge.c)
+                    raise HostError(f"ifconfig: {command} {member}: No such file or directory")
                 m = self._get(member)
                 if word == "addm":
                     if member in iface["members"]:
@@ -225,6 +299,12 @@ class SimulatedFreeBSD(Runner):
                         # FreeBSD 15 (if_bridge(4)): a member with an address, even a link-local
                         # one, is refused unless net.link.bridge.member_ifaddrs=1.
                         raise HostError(f"ifconfig: BRDGADD {member}: Invalid argument")
+                    # bridge_ioctl_add() in sys/net/if_bridge.c: the first member sets the
+                    # bridge's MTU, a later one is given the bridge's.
+                    if iface["members"]:
+                        m["mtu"] = iface["mtu"]
+                    else:
+                        iface["mtu"] = m["mtu"]
                     iface["members"].append(member)
                 elif word == "deletem":
                     iface["members"].remove(member)
@@ -240,6 +320,52 @@ class SimulatedFreeBSD(Runner):
             else:
                 raise AssertionError(f"simulated ifconfig does not know {word!r}")
         return f"{printed}\n" if printed else ""
+
+    def _add_address(self, iface: dict, name: str, family: str, addr: str) -> None:
+        """`ifconfig NAME inet|inet6 ADDR/LEN alias` (SIOCAIFADDR / SIOCAIFADDR_IN6). An address
+        the interface already has is not refused: in_aifaddr_ioctl() in sys/netinet/in.c deletes
+        it first and adds it again with the new netmask (so a /32 alias given for the interface's
+        own 192.168.1.10/24 would replace it); for IPv6, in6_validate_ifra() in
+        sys/netinet6/in6.c updates an existing address of the same prefix length and refuses a
+        different one (EINVAL)."""
+        assert "/" in addr, "kleenenet always gives a prefix length"
+        new = ipaddress.ip_interface(addr)
+        if new.version != (4 if family == "inet" else 6):
+            raise HostError(f"ifconfig: {addr}: bad value")
+        have = [a for a in iface["addrs"] if ipaddress.ip_interface(a).ip == new.ip]
+        if have and new.version == 6:
+            if ipaddress.ip_interface(have[0]).network.prefixlen != new.network.prefixlen:
+                raise HostError("ifconfig: ioctl (SIOCAIFADDR): Invalid argument")
+            return
+        if self._member_without_addresses(name):
+            raise HostError("ifconfig: ioctl (SIOCAIFADDR): Invalid argument")
+        for old in have:
+            iface["addrs"].remove(old)
+        iface["addrs"].append(str(new))
+        iface["addrs"].sort(key=lambda a: (ipaddress.ip_interface(a).version, ipaddress.ip_interface(a)))  # (order means nothing)
+
+    @staticmethod
+    def _delete_address(iface: dict, family: str, addr: str) -> None:
+        """`ifconfig NAME inet|inet6 ADDR -alias` (SIOCDIFADDR): an address the interface does
+        not have is EADDRNOTAVAIL (in_difaddr_ioctl() in sys/netinet/in.c, in6_control())."""
+        ip = ipaddress.ip_address(addr.split("/")[0])
+        have = [a for a in iface["addrs"] if ipaddress.ip_interface(a).ip == ip]
+        if not have:
+            call = "SIOCDIFADDR" if family == "inet" else "SIOCDIFADDR_IN6"
+            raise HostError(f"ifconfig: ioctl ({call}): Can't assign requested address")
+        iface["addrs"].remove(have[0])
+
+    def add_lan(self) -> None:
+        """The host's LANs, interfaces kleenenet did not create: em1, a NIC on 192.168.1.0/24
+        (and fd00:1::/64), and bridge0, a bridge on 192.168.2.0/24 holding the NIC em2 (the
+        address on the bridge, not on its member, as if_bridge(4) asks). em0 keeps the default
+        route."""
+        ifs = self.state["interfaces"]
+        ifs["em1"] = _iface("nic", addrs=["192.168.1.10/24", "fd00:1::10/64", _link_local("em1")], up=True,
+                            ether="58:9c:fc:00:00:01")
+        ifs["em2"] = _iface("nic", up=True, ether="58:9c:fc:00:00:02", nd6=["PERFORMNUD"])
+        ifs["bridge0"] = _iface("bridge", addrs=["192.168.2.10/24"], up=True, members=["em2"],
+                                groups=["bridge"], unit=0, ether="58:9c:fc:00:00:03")
 
     def _create(self, cloner: str) -> str:
         """A new interface of `cloner`, named with the lowest unit no interface of it holds (a
@@ -278,6 +404,15 @@ class SimulatedFreeBSD(Runner):
         self._detached(name)
         iface.update(vnet=jail, addrs=[], up=False, groups=[iface["kind"]] if iface["unit"] is not None else [])
 
+    def _set_mtu(self, name: str, iface: dict, mtu: int) -> None:
+        """SIOCSIFMTU: an epair takes 576..ETHERMTU_JUMBO (if_epair.c), a bridge passes the MTU
+        on to every member (bridge_ioctl's SIOCSIFMTU in if_bridge.c)."""
+        if not 576 <= mtu <= 9000 and iface["kind"] in ("epair", "bridge"):
+            raise HostError("ifconfig: ioctl SIOCSIFMTU (set mtu): Invalid argument")
+        iface["mtu"] = mtu
+        for member in iface["members"]:
+            self.state["interfaces"][member]["mtu"] = mtu
+
     def _member_without_addresses(self, name: str) -> bool:
         return (self.state["sysctl"].get("net.link.bridge.member_ifaddrs") == "0"
                 and any(name in i["members"] for i in self.state["interfaces"].values()))
@@ -291,10 +426,30 @@ class SimulatedFreeBSD(Runner):
                 and not any(a.startswith("fe80:") for a in iface["addrs"])):
             iface["addrs"].append(_link_local(name))
 
+    def _jail_ifconfig(self, jail: str) -> str:
+        """`ifconfig` run in a jail. A vnet jail has interfaces of its own (its lo0 and what was
+        moved in); any other jail sees the host's interfaces but only the addresses it may use:
+        sysctl_iflist() in sys/net/rtsock.c (getifaddrs(3)) skips those prison_if() refuses, so
+        with ip4=new/ip6=new only the jail's ip4.addr/ip6.addr show, with inherit all of them."""
+        j = self._jail_of(jail)
+        if j["vnet"]:
+            own = {"lo0": j.get("lo0", _iface("lo")),
+                   **{n: i for n, i in self.state["interfaces"].items() if i["vnet"] == jail}}
+            return "".join(self._ifconfig_text(n, i) for n, i in own.items())
+        params = j["params"]
+        allowed = {4: params.get("ip4.addr", "").split(","), 6: params.get("ip6.addr", "").split(",")}
+
+        def visible(addr: str) -> bool:
+            ip = ipaddress.ip_interface(addr).ip
+            return params.get(f"ip{ip.version}") == "inherit" or str(ip) in allowed[ip.version]
+        return "".join(self._ifconfig_text(n, {**i, "addrs": [a for a in i["addrs"] if visible(a)]})
+                       for n, i in self.state["interfaces"].items() if i["vnet"] is None)
+
     @staticmethod
     def _ifconfig_text(name: str, i: dict) -> str:
-        flags = "UP,RUNNING" if i["up"] else ""
-        lines = [f"{name}: flags={8049 if i['up'] else 8008}<{flags}> metric 0 mtu 1500"]
+        flags = ",".join(f for f in ("UP" if i["up"] else "", "LOOPBACK" if i["kind"] == "lo" else "",
+                                      "RUNNING" if i["up"] else "") if f)
+        lines = [f"{name}: flags={8049 if i['up'] else 8008}<{flags}> metric 0 mtu {i['mtu']}"]
         if i["description"]:
             lines.append(f"\tdescription: {i['description']}")
         if i["ether"]:
@@ -336,6 +491,18 @@ class SimulatedFreeBSD(Runner):
                  for k, (n, j) in enumerate(self.state["jails"].items())]
         return json.dumps({"__version": "2", "jail-information": {"jail": jails}})
 
+    def _sockstat(self, args, stdin) -> str:
+        """sockstat -46l -P PROTOCOL: the listening sockets of the host's stack, as display() in
+        usr.bin/sockstat/sockstat.c prints them (ADDRESS:PORT, * for any)."""
+        assert args[:2] == ["-46l", "-P"] and len(args) == 3, args
+        protocol = args[2]
+        lines = ["USER     COMMAND    PID   FD PROTO  LOCAL ADDRESS         FOREIGN ADDRESS"]
+        for k, (proto, address, bound) in enumerate(self.state["listening"]):
+            if proto == protocol:
+                family = "6" if ":" in address else "4"
+                lines.append(f"root     daemon     {100 + k:<5} 3  {proto}{family:<3}  {address}:{bound:<15} *:*")
+        return "\n".join(lines) + "\n"
+
     def _sysctl(self, args, stdin) -> str:
         if args[0] == "-n":
             return self.state["sysctl"][args[1]] + "\n"
@@ -349,6 +516,10 @@ class SimulatedFreeBSD(Runner):
         if op == "-r":
             self._jail_of(args[0])
             del jails[args[0]]
+            # jail(8) -r: SIGTERM to the jail's processes (then SIGKILL after stop.timeout, and
+            # the kernel's prison_remove() kills what is left); sleep(1) dies of the SIGTERM.
+            for proc in self.processes.pop(args[0], []):
+                proc.send_signal(signal.SIGTERM)
             for name, i in self.state["interfaces"].items():  # vnet interfaces return to the host
                 if i["vnet"] == args[0]:  # (vnet_if_return() in sys/net/if.c: if_vmove)
                     self._move(name, i, None)
@@ -358,6 +529,8 @@ class SimulatedFreeBSD(Runner):
         if op == "-c":
             if name in jails:
                 raise HostError(f'jail: "{name}" already exists')
+            if not self.is_directory(params.get("path", "/")):  # kern_jail_set() looks the path up
+                raise HostError(f"jail: {name}: {params.get('path')}: No such file or directory")
             jails[name] = {"params": params, "vnet": "vnet" in params, "processes": False, "routes": {}}
         else:
             assert op == "-m"
@@ -383,6 +556,22 @@ class SimulatedFreeBSD(Runner):
         jail["routes"][family] = (str(gw), via[0])
         return ""
 
+    def _mount(self, args, stdin) -> str:
+        """mount -p (fstab lines), mount -t nullfs FILE FILE (mount_nullfs(8): both files)."""
+        if args == ["-p"]:
+            return "".join(f"{src}\t{point}\tnullfs\trw\t0\t0\n" for src, point in self.state["mounts"])
+        assert args[:2] == ["-t", "nullfs"], args
+        source, point = args[2:]
+        if self._resolve(point) not in self.state["files"]:
+            raise HostError(f"mount_nullfs: {point}: No such file or directory")
+        self.state["mounts"].append([source, point])
+
+    def _umount(self, args, stdin) -> str:
+        mounted = [m for m in self.state["mounts"] if m[1] == args[0]]
+        if not mounted:
+            raise HostError(f"umount: {args[0]}: not a file system root directory")
+        self.state["mounts"].remove(mounted[-1])
+
     def _jexec(self, args, stdin) -> str:
         """jexec JAIL ifconfig|route ...: the jail's own tools (FreeBSD 13 has no -j)."""
         jail, tool, rest = args[0], args[1], args[2:]
@@ -396,6 +585,10 @@ class SimulatedFreeBSD(Runner):
             self.state["sysctl"]["kern.osreldate"] = release
 
     def _pfctl(self, args, stdin) -> str:
+        if args[0] == "-k":
+            return self._kill_states(args)
+        verbose = "-v" in args
+        args = [a for a in args if a != "-v"]
         opts = dict(zip(args[::2], args[1::2])) if "-n" not in args else {}
         if args[:2] == ["-s", "info"]:
             return f"Status: {'Enabled' if self.state['pf_enabled'] else 'Disabled'} for 0 days 00:10:00    Debug: Urgent\n"
@@ -414,7 +607,11 @@ class SimulatedFreeBSD(Runner):
             return ""
         anchor = opts["-a"]
         if opts.get("-s") == "Anchors":
-            return "".join(f"  {a}\n" for a in sorted(self.state["anchors"]) if a.startswith(anchor + "/"))
+            # pfctl_show_anchors(): the rulesets below ANCHOR, full paths, all levels with -v.
+            # A ruleset exists while it has rules or children, or a rule refers to it.
+            below = [a for a in self._rulesets() if a.startswith(anchor + "/")]
+            shown = below if verbose else [a for a in below if "/" not in a[len(anchor) + 1:]]
+            return "".join(f"  {a}\n" for a in shown)
         if opts.get("-s") == "rules":
             if anchor not in self.state["anchors"]:
                 raise HostError("pfctl: DIOCGETRULES: Invalid argument")
@@ -444,11 +641,44 @@ class SimulatedFreeBSD(Runner):
             return ""
         raise AssertionError(f"simulated pfctl does not know {args}")
 
+    def _rulesets(self) -> list[str]:
+        """The anchors pf has: those loaded, their parents, and those a loaded rule calls
+        (pf_anchor_setup() in sys/netpfil/pf/pf_ruleset.c creates them, relative to the caller)."""
+        found = set()
+        for path, text in self.state["anchors"].items():
+            parts = path.split("/")
+            found.update("/".join(parts[:k]) for k in range(1, len(parts) + 1))
+            for called in re.findall(r'^(?:rdr-|nat-)?anchor "([^"/]+)/\*"', text, re.M):
+                found.add(f"{path}/{called}")
+        return sorted(found)
+
+    def _kill_states(self, args: list[str]) -> str:
+        """pfctl -k HOST [-k HOST], -k label -k LABEL (pfctl(8)): states whose source (and
+        destination) lie in the given networks, as they are on the wire; or that a rule with
+        that label created. A prefix length of 0 is a wildcard. Prints "killed N states"."""
+        values = args[1::2]
+        assert args[::2] == ["-k"] * len(values) and len(values) in (1, 2), args
+        states = self.state["pf_states"]
+        if values[0] == "label":
+            gone = [st for st in states if values[1] in st["labels"]]
+        else:
+            nets = [ipaddress.ip_network(v, strict=False) for v in values]
+
+            def inside(addr, net):
+                addr = ipaddress.ip_address(addr)
+                return addr.version == net.version and addr in net
+            gone = [st for st in states if inside(st["src"], nets[0]) and (len(nets) == 1 or inside(st["dst"], nets[1]))]
+        self.state["pf_states"] = [st for st in states if st not in gone]
+        return f"killed {len(gone)} states\n"
+
     @staticmethod
     def _check_ruleset(text: str) -> dict[str, list[str]]:
         """The tables a ruleset defines; statements must be of the kinds kleenenet writes, in pf's
         order (tables, translation, filtering), and reference only defined tables."""
-        order = {"table": 0, "nat": 1, "rdr": 1, "pass": 2, "block": 2}
+        order = {"table": 0, "nat": 1, "rdr": 1, "rdr-anchor": 1, "pass": 2, "block": 2, "anchor": 2}
+        # rdr-rule in pf.conf(5)'s grammar, as kleenenet writes it (a port range maps onto a range)
+        rdr = re.compile(r"rdr on \S+ inet6? proto (tcp|udp) from any to \(\S+\) port (\d+|\d+:\d+) tag \w+ -> "
+                         r"\S+ port (\d+|\d+:\*)")
         tables, last = {}, 0
         for line in text.splitlines():
             if not line.strip() or line.startswith("#"):
@@ -457,6 +687,8 @@ class SimulatedFreeBSD(Runner):
             if kind not in order or order[kind] < last:
                 raise HostError(f"pfctl: syntax error or statement out of order: {line}")
             last = order[kind]
+            if kind == "rdr" and not rdr.fullmatch(line):
+                raise HostError(f"pfctl: syntax error: {line}")
             if kind == "table":
                 m = re.fullmatch(r"table <(\w+)> persist(?: \{ (.*) \})?", line)
                 if not m:
@@ -469,16 +701,60 @@ class SimulatedFreeBSD(Runner):
 
 
 class _Finished:
-    """What start() returns: a command that has already exited 0 (a foreground one leaves its
-    jail without processes when waited for)."""
+    """What start() returns: a command that has already exited with `code` (a foreground one
+    leaves its jail without processes when waited for)."""
 
-    def __init__(self, jail: dict | None):
+    def __init__(self, jail: dict | None, code: int = 0):
         self.jail = jail
+        self.code = code
 
     def wait(self) -> int:
         if self.jail is not None:
             self.jail["processes"] = False
-        return 0
+        return self.code
 
     def send_signal(self, signum) -> None:
         pass
+
+
+class _Sleeping:
+    """What start() returns for `sleep N`: it exits 0 after N seconds, or is killed by a signal
+    first (sleep(1) keeps no handler for SIGTERM, SIGINT or SIGHUP), its returncode then minus the
+    signal's number, as subprocess.Popen reports it. When it ends its jail has no processes left
+    (unless another command of the jail still runs)."""
+
+    def __init__(self, host: SimulatedFreeBSD, jail: str, seconds: float):
+        self.host, self.jail = host, jail
+        self.deadline = time.monotonic() + seconds
+        self.returncode: int | None = None
+        self._ended = threading.Condition()
+
+    def _end(self, code: int) -> None:
+        with self._ended:
+            if self.returncode is not None:
+                return
+            self.returncode = code
+            self._ended.notify_all()
+        running = self.host.processes.get(self.jail, [])
+        if self in running:
+            running.remove(self)
+        if not running:
+            self.host.processes.pop(self.jail, None)
+            jail = self.host.state["jails"].get(self.jail)
+            if jail is not None:
+                jail["processes"] = False
+
+    def send_signal(self, signum) -> None:
+        self._end(-int(signum))
+
+    def poll(self) -> int | None:
+        if self.returncode is None and time.monotonic() >= self.deadline:
+            self._end(0)
+        return self.returncode
+
+    def wait(self) -> int:
+        with self._ended:
+            self._ended.wait_for(lambda: self.returncode is not None,
+                                 timeout=max(0.0, self.deadline - time.monotonic()))
+        self._end(0)  # (no-op when a signal ended it first)
+        return self.returncode

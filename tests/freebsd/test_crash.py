@@ -14,13 +14,13 @@ import pytest
 
 from kleenenet.errors import KleenenetError
 from kleenenet.platform.freebsd import FreeBSDPlatform, jail_name, pf
+from kleenenet.ports import forwards
 from kleenenet.service import Service
 from kleenenet.store import Store
-from tests.freebsd.test_plans import (  # noqa: F401
+from tests.freebsd.bench import Bench
+from tests.freebsd.test_plans import (
     OPERATIONS,
     TEARDOWNS,
-    Bench,
-    fixed_ids,
     net_bridge,
     net_loopback,
     run_ipnet,
@@ -92,7 +92,17 @@ def check_host_agrees_with_store(store: Store, host) -> None:
             params = st["jails"][jail_name(c)]["params"]
             have = {a for key in ("ip4.addr", "ip6.addr") for a in params.get(key, "").split(",") if a}
             assert have == {a for ep in wired if ep.container_id == c.id for a in (ep.ip_address, ep.ip_address6) if a}
-    assert set(st["anchors"]) == {pf.anchor(n) for n in networks}
+    # each running container's published ports: an anchor below the network they lead to (its
+    # first by name that reaches out)
+    by_id = {n.id: n for n in networks}
+    ports = {}
+    for c in running:
+        for f in forwards(c, [(n, ep) for n in networks for ep in wired if ep.container_id == c.id
+                              and ep.network_id == n.id]):
+            ports.setdefault(pf.ports_anchor(by_id[f.network_id], c.id), (c, by_id[f.network_id], []))[2].append(f)
+    for path, (c, net, fw) in ports.items():
+        assert pf.label(st["anchors"][path]) == pf.label(pf.render_ports(net, c.name, c.id, fw, c.network_driver == "ipnet"))
+    assert set(st["anchors"]) == {pf.anchor(n) for n in networks} | set(ports)
     assert {k[0] for k in st["tables"]} <= set(st["anchors"])
 
 
@@ -158,4 +168,25 @@ def test_crash_at_every_step_then_reconcile(tmp_path, name):
 def test_matrix_size(tmp_path):
     """Every operation is crashed at each of its steps (the report quotes this number)."""
     sizes = {name: steps_of(tmp_path / name, name) for name in CRASHES}
-    assert len(sizes) == 18 and sum(sizes.values()) >= 90, sizes
+    assert len(sizes) == 24 and sum(sizes.values()) >= 140, sizes
+
+
+def test_reconcile_wires_what_it_can_and_says_what_it_could_not(bench):
+    """A jail whose epair cannot be made again keeps none of the others from being rewired; the
+    failure is reported (non-zero), and a later reconcile finishes the job."""
+    s = bench.svc()
+    net_bridge(s)
+    for name in ("one", "two"):
+        s.run(["nc", "-l", "80"], name=name, driver="vnet", networks=("bnet",), detach=True)
+    eps = {name: bench.store.endpoints(container_id=bench.store.container(name).id)[0] for name in ("one", "two")}
+    for ep in eps.values():  # both lost their epair (destroying one end takes the other)
+        bench.host.run(["ifconfig", ep.epair + "a", "destroy"])
+    bench.host.fail_on = eps["one"].id  # one's new epair cannot be named
+    with pytest.raises(KleenenetError, match=r"could not wire 1 endpoint\(s\), and did the rest: one on bnet"):
+        bench.svc().reconcile()
+    assert eps["two"].epair + "a" in bench.host.state["interfaces"]
+    assert bench.store.endpoints(container_id=bench.store.container("two").id)[0].epair
+    assert not bench.store.endpoints(container_id=bench.store.container("one").id)[0].epair
+    bench.host.fail_on = None
+    bench.svc().reconcile()
+    assert eps["one"].epair + "a" in bench.host.state["interfaces"]

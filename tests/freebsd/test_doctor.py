@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.freebsd.test_plans import bench, fixed_ids, net_bridge, net_loopback  # noqa: F401
+from tests.freebsd.test_plans import net_bridge, net_loopback
 
 FIX = 'add `pass quick on lo0` after `anchor "kleenenet/*"`'
 
@@ -44,6 +44,7 @@ def test_skip_on_lo0_only(bench):
     assert "ipnet jails on bridge networks" in check.what
     assert "between ipnet jails of loopback networks they hold" in check.what
     assert "`set skip on` for lo0" in check.advice and FIX in check.advice
+    assert "the host's own connections to a published port at its own address are not redirected" in check.what
 
 
 def test_skip_on_the_lo_group(bench):

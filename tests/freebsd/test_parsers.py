@@ -8,6 +8,7 @@ import pytest
 
 from kleenenet.platform.freebsd.parsers import (
     Jail,
+    Socket,
     default_route_interface,
     parse_anchor_references,
     parse_anchors,
@@ -15,6 +16,7 @@ from kleenenet.platform.freebsd.parsers import (
     parse_jls,
     parse_routes,
     parse_rule_labels,
+    parse_sockstat,
     parse_table_show,
     pf_enabled,
     skipped_interfaces,
@@ -387,3 +389,44 @@ def test_table_show():
         parse_table_show("Table does not exist.\n")
     with pytest.raises(ValueError, match="is an error"):
         parse_table_show("pfctl: Table does not exist.\n")
+
+
+# --- sockstat ------------------------------------------------------------------------------------
+
+ip = ipaddress.ip_address
+
+
+def test_sockstat_listening_and_connected_sockets():
+    found = parse_sockstat(sample("sockstat_all.txt"))
+    assert found[:3] == [Socket("tcp", ip("192.168.5.2"), 22), Socket("tcp", None, 22), Socket("tcp", None, 22)]
+    assert Socket("udp", ip("192.168.5.2"), 853) in found and Socket("udp", None, 514) in found
+    assert len(found) == 12  # the two UNIX sockets are not Internet sockets
+
+
+def test_sockstat_4l():
+    assert parse_sockstat(sample("sockstat_4l.txt")) == [Socket("tcp", ip("127.0.0.1"), 8080)] * 3 + [
+        Socket("tcp", ip("127.0.0.1"), 5432)]
+
+
+def test_sockstat_ipv6_forms_and_sockets_without_a_descriptor():
+    assert parse_sockstat(sample("sockstat_v6_constructed.txt")) == [
+        Socket("tcp", None, 80), Socket("tcp", ip("::1"), 631), Socket("udp", ip("fe80::1"), 123),
+        Socket("udp", ip("2001:db8::2"), 123), Socket("udp", ip("10.2.3.1"), 5353),
+        Socket("tcp", ip("192.0.2.2"), 8080)]
+
+
+def test_sockstat_without_header_or_sockets():
+    assert parse_sockstat("") == []
+    assert parse_sockstat("USER     COMMAND    PID   FD PROTO  LOCAL ADDRESS         FOREIGN ADDRESS\n") == []
+    assert parse_sockstat("root     nc         5  3  toe4   *:9000                *:*\n") == [Socket("tcp", None, 9000)]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("root     nc         5  3  tcp4   10.0.0.1              *:*\n", "'10.0.0.1' is not ADDRESS:PORT"),
+    ("root     nc         5  3  tcp4   10.0.0.1:http         *:*\n", "is not ADDRESS:PORT"),
+    ("root     nc         5  3  tcp4   host.example:22       *:*\n", "has no IP address"),
+    ("root     nc         5  3  udp6\n", "no local address"),
+])
+def test_sockstat_malformed(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_sockstat(text)

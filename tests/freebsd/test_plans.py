@@ -7,56 +7,17 @@ on the simulated host, and failed at each of its steps in turn: the host must be
 
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 
 import pytest
 
 from kleenenet.errors import HostError, KleenenetError
-from kleenenet.platform.freebsd import FreeBSDPlatform
-from kleenenet.service import Service
-from kleenenet.store import Store
-from tests.freebsd.simhost import SimulatedFreeBSD
+from kleenenet.platform.freebsd.doctor import fragment_path
+from kleenenet.vocabulary import parse_publish
+from tests.freebsd.bench import Bench
 
 GOLDEN = Path(__file__).parent / "golden"
-
-
-@pytest.fixture(autouse=True)
-def fixed_ids(monkeypatch):
-    """Ids count up (000000000001, ...) so plans are the same on every run."""
-    counter = itertools.count(1)
-
-    def new_id():
-        return f"{next(counter):012x}"
-    monkeypatch.setattr("kleenenet.service.new_id", new_id)
-    monkeypatch.setattr("kleenenet.store.new_id", new_id)
-
-
-class Bench:
-    """A store and a simulated FreeBSD host, with services that act on them or only plan."""
-
-    def __init__(self, state_dir: Path, host: SimulatedFreeBSD | None = None):
-        self.host = host or SimulatedFreeBSD()
-        self.store = Store(state_dir)
-        self.platform = FreeBSDPlatform(self.host)
-        self.lines: list[str] = []
-
-    def svc(self, dry_run: bool = False) -> Service:
-        return Service(self.store, self.platform, dry_run=dry_run, out=self.lines.append)
-
-    def plan(self, op) -> str:
-        """What `--dry-run` prints for `op(service)`; asserts it changed nothing."""
-        before, log = self.host.snapshot(), len(self.host.log)
-        self.lines.clear()
-        op(self.svc(dry_run=True))
-        assert self.host.snapshot() == before and len(self.host.log) == log
-        return "\n".join(self.lines) + "\n"
-
-
-@pytest.fixture
-def bench(tmp_path):
-    return Bench(tmp_path / "state")
 
 
 def check_golden(name: str, text: str) -> None:
@@ -86,6 +47,19 @@ def run_vnet(s):
           jail_params=("allow.raw_sockets",))
 
 
+# a port, and a UDP range that maps onto another range
+PUBLISHED = [parse_publish("8080:80"), parse_publish("9000-9001:8000-8001/udp")]
+
+
+def run_ipnet_published(s):
+    s.run(["nc", "-l", "80"], name="web", driver="ipnet", networks=("testnet",), detach=True, public_ports=PUBLISHED)
+
+
+def run_vnet_published(s):
+    s.run(["nc", "-l", "443"], name="app", driver="vnet", networks=("bnet",), detach=True,
+          public_ports=[parse_publish("em0:8443:443")])
+
+
 def nothing(s):
     pass
 
@@ -105,6 +79,15 @@ OPERATIONS = {
     "disconnect-ipnet-running": (lambda s: (net_loopback(s), net_bridge(s), run_ipnet(s), s.connect("web", "bnet")),
                                  lambda s: s.disconnect("web", "testnet")),
     "disconnect-vnet-running": (lambda s: (net_bridge(s), run_vnet(s)), lambda s: s.disconnect("app", "bnet")),
+    # IPv6 routed (no NAT66) and a given MTU on a bridge
+    "network-create-routed6": (nothing, lambda s: s.create_network("six", "bridge", subnet="10.8.0.0/24",
+                                                                   subnet6="fd00:8::/64", nat6=False, mtu=9000)),
+    "run-ipnet-published": (net_loopback, run_ipnet_published),
+    "run-vnet-published": (net_bridge, run_vnet_published),
+    # its ports move to the network it still has (IPv4 only: bnet has no subnet6)
+    "disconnect-published": (lambda s: (net_loopback(s), net_bridge(s), run_ipnet_published(s), s.connect("web", "bnet")),
+                             lambda s: s.disconnect("web", "testnet")),
+    "disconnect-vnet-published": (lambda s: (net_bridge(s), run_vnet_published(s)), lambda s: s.disconnect("app", "bnet")),
 }
 # Stopping goes on past a failing step (it takes down what it can): no rollback to test. A
 # foreground run ends with the same teardown.
@@ -113,6 +96,8 @@ TEARDOWNS = {
                                                            networks=("testnet",))),
     "stop-vnet": (lambda s: (net_bridge(s), run_vnet(s)), lambda s: s.stop("app")),
     "stop-ipnet": (lambda s: (net_loopback(s), run_ipnet(s)), lambda s: s.stop("web")),
+    "stop-ipnet-published": (lambda s: (net_loopback(s), net_bridge(s), run_ipnet_published(s),
+                                        s.connect("web", "bnet")), lambda s: s.stop("web")),
 }
 
 
@@ -125,16 +110,20 @@ def test_plan_matches_golden_file(bench, name):
 
 @pytest.mark.parametrize("name", OPERATIONS)
 def test_failure_at_every_step_rolls_back(tmp_path, name):
-    """Run the operation once to count its host changes, then fail it at each of them in turn."""
-    setup, op = OPERATIONS[name]
-    ok = Bench(tmp_path / "ok")
+    check_every_step_rolls_back(tmp_path, *OPERATIONS[name])
+
+
+def check_every_step_rolls_back(tmp_path, setup, op, new_bench=Bench) -> None:
+    """Run the operation once to count its host changes, then fail it at each of them in turn:
+    the host is as it was before."""
+    ok = new_bench(tmp_path / "ok")
     setup(ok.svc())
     start = len(ok.host.log)
     op(ok.svc())
     steps = len(ok.host.log) - start
     assert steps > 0
     for k in range(1, steps + 1):
-        b = Bench(tmp_path / f"fail{k}")
+        b = new_bench(tmp_path / f"fail{k}")
         setup(b.svc())
         before, log = b.host.snapshot(), len(b.host.log)
         b.host.fail_at = b.host.changes + k
@@ -252,7 +241,7 @@ def test_reconcile_removes_leftovers(bench):
     ({"nat": "em0 -> 1.2.3.4"}, "invalid interface name 'em0 -> 1.2.3.4'"),
     ({"subnet": "10.2.3.128/25"}, "overlaps network 'testnet'"),
     ({"subnet": "192.0.2.0/25"}, "overlaps address 192.0.2.2/24 on em0"),
-    ({"type": "custom"}, "not supported yet"),
+    ({"type": "custom"}, "a custom network needs -i IFACE"),
 ])
 def test_bad_network_input_runs_nothing(bench, args, message):
     net_loopback(bench.svc())
@@ -270,7 +259,7 @@ def test_bad_network_input_runs_nothing(bench, args, message):
     ({"jail_params": ("vnet.interface=em0",)}, "kleenenet sets vnet.interface"),
     ({"jail_params": ("Bad Key=1",)}, "invalid jail parameter 'Bad Key=1'"),
     ({"driver": "vnet"}, "vnet jail: it can join bridge networks only"),
-    ({"ip": "10.9.9.9"}, "10.9.9.9"),
+    ({"networks": (("testnet", "10.9.9.9", "<auto>"),)}, "10.9.9.9"),
 ])
 def test_bad_container_input_runs_nothing(bench, kwargs, message):
     net_loopback(bench.svc())
@@ -290,7 +279,8 @@ def test_doctor_on_a_ready_host(bench):
     report = doctor_report(bench)
     assert report['the main ruleset has nat-anchor "kleenenet/*"'] is True
     assert report['the main ruleset has anchor "kleenenet/*"'] is True
-    assert report["pf filters lo0 and kleenenet's loopback interfaces"] is True
+    assert report["pf filters lo0 and kleenenet's loopback interfaces (the host reaches published ports of "
+                  "ipnet jails at its own addresses)"] is True
     assert report["FreeBSD 14.2 (kern.osreldate 1402000): vnet jails are configured with `ifconfig -j` and `route -j`"]
     assert report["net.inet.ip.forwarding=1"] is True  # the bridge network turned it on
     assert report["net.link.bridge.pfil_member=1"] is None  # a warning, with advice
@@ -305,7 +295,8 @@ def test_doctor_says_what_to_add(bench):
     found = {c.what: c for c in bench.platform.doctor(bench.store.networks())}
     assert found["pf is disabled"].advice.startswith("enable it with `pfctl -e`")
     missing = found['the main ruleset lacks nat-anchor "kleenenet/*"']
-    assert missing.ok is False and 'add `nat-anchor "kleenenet/*"` to /etc/pf.conf' in missing.advice
+    assert missing.ok is False and missing.advice.startswith(f'add `include "{fragment_path()}"`')
+    assert 'or `nat-anchor "kleenenet/*"` with the other translation rules' in missing.advice
     assert found['the main ruleset lacks rdr-anchor "kleenenet/*"'].ok is False
     assert found['the main ruleset has anchor "kleenenet/*"'].ok is True
     skip = next(c for w, c in found.items() if w.startswith("pf skips lo0"))

@@ -47,5 +47,18 @@ def test_run_plan(tmp_path):
     assert lines[3].startswith("pfctl -a kleenenet/testnet -t kn_") and lines[3].endswith(" -T add 10.2.3.1")
     assert lines[4].startswith("# then: jexec kn") and lines[4].endswith(" ifconfig")
     assert lines[5:] == ["# and when it exits:", lines[3].replace("-T add", "-T delete"),
-                         "ifconfig kleene0 inet 10.2.3.1 -alias", f"jail -r {lines[0].split('=')[1].split()[0]}"]
+                         "ifconfig kleene0 inet 10.2.3.1 -alias", "pfctl -k 10.2.3.1", "pfctl -k 0.0.0.0/0 -k 10.2.3.1",
+                         f"jail -r {lines[0].split('=')[1].split()[0]}"]
     assert kn(tmp_path, "ps", "-a", "--json").stdout.strip() == "[]"
+
+
+def test_run_with_a_published_port_plan(tmp_path):
+    """The preview host listens on nothing (sockstat), so the port is free; the plan loads the
+    container's port anchor. (What its exit would flush is read from pf then: nothing here.)"""
+    store = Store(tmp_path)
+    Service(store, FreeBSDPlatform(SimulatedFreeBSD())).create_network("testnet", subnet="10.2.3.0/24")
+    store.close()
+    r = kn(tmp_path, "--dry-run", "run", "-l", "ipnet", "-n", "testnet", "-p", "8080:80", "--", "true")
+    assert r.returncode == 0, r.stderr
+    assert any(line.startswith("pfctl -a kleenenet/testnet/ports/") for line in r.stdout.splitlines()), r.stdout
+    assert "rdr on em0 inet proto tcp from any to (em0) port 8080 tag kp_" in r.stdout

@@ -10,7 +10,8 @@ import pytest
 from kleenenet.errors import HostError
 from kleenenet.platform.freebsd import FreeBSDPlatform
 from kleenenet.platform.freebsd.host import PreviewRunner
-from tests.freebsd.test_plans import Bench, bench, fixed_ids, net_bridge, net_loopback, run_vnet  # noqa: F401
+from tests.freebsd.bench import Bench
+from tests.freebsd.test_plans import net_bridge, net_loopback, run_vnet
 
 
 def reconcile_plan(bench) -> list[str]:

@@ -1,8 +1,10 @@
 """The FreeBSD host as the jail tests see it: the kleenenet command line, what kleenenet leaves on
-the host (interfaces, pf anchors, jails), and a fake upstream ("wan") jail.
+the host (interfaces, pf anchors, jails), a fake upstream ("wan") jail, and kleenenet's daemon
+with Kleene's client talking to it.
 
 Commands used (base system, FreeBSD 14): ifconfig(8), jail(8), jexec(8), jls(8), pfctl(8),
-sockstat(1), nc(1), ping(8). Jails run with path=/, so the host's binaries are theirs too.
+sockstat(1), nc(1), ping(8), zfs(8), zpool(8); and klee, Kleene's client (kleene-cli, in the
+`test` extra). Jails run with path=/, so the host's binaries are theirs too.
 Importable anywhere: nothing here runs until a test calls it.
 """
 
@@ -111,6 +113,18 @@ def kleenenet_anchors() -> list[str]:
         raise AssertionError(f"cannot list pf anchors under {ANCHOR}/ (is pf loaded, with the anchor "
                              f"lines of vagrant/provision.sh in /etc/pf.conf?): {r.stderr.strip()}")
     return [line.strip() for line in r.stdout.splitlines() if line.strip()]
+
+
+def pf_states() -> str:
+    """pf's state table (`pfctl -s states`): a redirected flow shows the container's address."""
+    return sh("pfctl", "-s", "states").stdout
+
+
+def host_exchange(addr: str, port: int) -> str | None:
+    """From the host itself: send 'ping' to addr:port; the reply, or None when the connection
+    fails."""
+    r = sh("sh", "-c", f"echo ping | nc -N -n -w {CONNECT_TIMEOUT} {addr} {port}", check=False)
+    return r.stdout.strip() if r.returncode == 0 else None
 
 
 def jail_names() -> set[str]:
@@ -354,7 +368,66 @@ class Wan:
         """Let the upstream answer subnet without NAT (through the host's 192.0.2.2)."""
         sh("jexec", WAN_JAIL, "route", "add", "-net", subnet, UPLINK_ADDR)
 
+    def exchange(self, addr: str, port: int) -> str | None:
+        """From the upstream: send 'ping' to addr:port (on the host); the reply, or None."""
+        script = f"echo ping | nc -N -n -w {CONNECT_TIMEOUT} {addr} {port}"
+        r = sh("jexec", WAN_JAIL, "sh", "-c", script, check=False)
+        return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else None
+
+    def client(self, addr: str, port: int) -> subprocess.Popen:
+        """A TCP connection from the upstream to addr:port, held open until killed."""
+        return subprocess.Popen(["jexec", WAN_JAIL, "nc", "-n", addr, str(port)], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def can_connect(self, addr: str, port: int) -> bool:
         """Whether the upstream itself can open a TCP connection to addr:port (on the host)."""
         return sh("jexec", WAN_JAIL, "nc", "-z", "-n", "-w", str(CONNECT_TIMEOUT), addr, str(port),
                   check=False).returncode == 0
+
+
+# kleenenet's daemon and Kleene's client
+
+class Daemon:
+    """`kleenenet daemon --socket PATH` with the test's state directory, serving Kleene's API."""
+
+    def __init__(self, kn: Kleenenet, socket_path: Path, log: Path):
+        self.kn, self.socket, self.log = kn, socket_path, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(self.kn.argv("daemon", "--socket", str(self.socket)),
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.kn.env())
+        eventually(lambda: self.socket.exists() or self.proc.poll() is not None, "the daemon's socket")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"kleenenet daemon exited {self.proc.returncode}:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        """SIGTERM by its pid: it stops serving and removes its socket."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"kleenenet daemon ignored SIGTERM:\n{self.log.read_text()}") from None
+        self.proc = None
+
+
+class Klee:
+    """Kleene's client (PyPI kleene-cli, installed with kleenenet's `test` extra) talking to a
+    daemon's socket: KLEE_HOST=http://<socket path>."""
+
+    def __init__(self, socket_path: Path):
+        self.socket = socket_path
+        self.exe = str(Path(sys.executable).with_name("klee"))
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        env = {**os.environ, "KLEE_HOST": f"http://{self.socket}", "KLEE_THEME": "simple", "COLUMNS": "200"}
+        r = subprocess.run([self.exe, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           env=env, timeout=timeout, cwd=self.socket.parent)  # (no klee_config.yaml there)
+        if check and r.returncode != 0:
+            raise AssertionError(f"klee {shlex.join(args)} exited {r.returncode}\n"
+                                 f"--- stdout\n{r.stdout}--- stderr\n{r.stderr}")
+        return r.stdout + r.stderr

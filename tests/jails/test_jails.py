@@ -21,15 +21,18 @@ from tests.jails.host import (
     WAN_HOST_IF,
     eventually,
     host_can_connect,
+    host_exchange,
     host_tcp_server,
     kleenenet_anchors,
     non_loopback_addresses,
+    pf_states,
     sh,
 )
 
 SUBNET_A = "10.77.1.0/24"
 SUBNET_B = "10.77.2.0/24"
 HOST_PORT = 9000
+PUBLISHED_PORT = 9100  # -p PUBLISHED_PORT:SERVER_PORT
 CRASH_STEP = 3  # KLEENENET_FAILPOINT=connect:<step>:stop stops `network connect` before this step
 
 by_network_type = pytest.mark.parametrize("net_type", ["loopback", "bridge"])
@@ -146,6 +149,48 @@ def test_jails_cannot_reach_host_services(kn, wan, net_type):
         assert wan.can_connect(UPLINK_ADDR, HOST_PORT)
         for addr in targets:
             assert not kn.can_connect("net", addr, HOST_PORT, driver), f"a jail reached {addr}:{HOST_PORT}"
+
+
+# published ports
+
+@by_network_type
+def test_a_published_port_is_reached_from_upstream_and_nothing_else(kn, wan, net_type):
+    driver = DRIVER[net_type]
+    create_network(kn, "pub", net_type, SUBNET_A, "--nat-if", WAN_HOST_IF)
+    server = kn.serve("web", "pub", driver, SERVER_PORT, 4, "-p", f"{PUBLISHED_PORT}:{SERVER_PORT}")
+    assert wan.exchange(UPLINK_ADDR, PUBLISHED_PORT) == "pong"  # rdr on the NAT interface, and a pass
+    assert eventually(lambda: "ping" in kn.log_of("web"), "the server's log to show what the upstream sent")
+    # the container's own port number on the host's address was not published
+    assert wan.exchange(UPLINK_ADDR, SERVER_PORT) is None
+    if net_type == "loopback":  # an ipnet jail: the host's own connection is redirected on lo0
+        assert host_exchange(UPLINK_ADDR, PUBLISHED_PORT) == "pong"
+    else:  # a vnet jail: the host reaches it at its own address
+        assert host_exchange(server, SERVER_PORT) == "pong"
+    # two containers cannot have one host port
+    r = kn("run", "-d", "-l", driver, "-n", "pub", "-p", f"{PUBLISHED_PORT}:80", "--", "sleep", "60", check=False)
+    assert r.returncode != 0 and f"port tcp/{PUBLISHED_PORT} is already published by container 'web'" in r.stderr
+
+
+def test_a_port_the_host_listens_on_cannot_be_published(kn):
+    create_network(kn, "pub", "loopback", SUBNET_A)
+    with host_tcp_server(HOST_PORT):
+        r = kn("run", "-d", "-l", "ipnet", "-n", "pub", "-p", f"{HOST_PORT}:80", "--", "sleep", "60", check=False)
+    assert r.returncode != 0 and f"port tcp/{HOST_PORT} is already in use on the host" in r.stderr
+    assert kn.json("ps", "-a", "--json") == []
+
+
+def test_stopping_a_published_container_ends_its_flows(kn, wan):
+    create_network(kn, "pub", "loopback", SUBNET_A, "--nat-if", WAN_HOST_IF)
+    server = kn.serve("web", "pub", "ipnet", SERVER_PORT, 4, "-p", f"{PUBLISHED_PORT}:{SERVER_PORT}")
+    client = wan.client(UPLINK_ADDR, PUBLISHED_PORT)
+    try:
+        eventually(lambda: server in pf_states(), "pf to hold the redirected flow's state")
+        kn("stop", "web")
+        # without `pfctl -k`, the closing flow's states would stay for pf's timeouts
+        assert server not in pf_states()
+    finally:
+        client.kill()  # by its own pid
+        client.wait()
 
 
 # containers

@@ -172,6 +172,14 @@ class Checker:
         return ident in names or (ident != "" and any(i.startswith(ident) for i in self.ids[kind]))
 
 
+def usable_nameserver(value: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return not (ip.is_unspecified or ip.is_multicast or "%" in value)
+
+
 def markers(value: str) -> set[str]:
     """The ways an error message may name `value`: as given, quoted, escaped, or normalised."""
     forms = {repr(value), repr(value)[1:-1].replace("\\'", "'")}
@@ -368,7 +376,7 @@ def test_gateways(checker, data, type_, with6, flags_):
         option = data.draw(st.sampled_from(["--gw", "--gw6"]))
         return checker.refused(["network", "create", *subnets_, option, gw, *flags_, "fz"], gw)
     gw = data.draw(st.one_of(addresses_not_usable_in(FRESH4), st.just("<auto>"), st.just("")))
-    choices = [addresses_not_usable_in(FRESH6)] if with6 else [anything.filter(lambda s: s != "")]
+    choices = [addresses_not_usable_in(FRESH6)] if with6 else [anything.filter(lambda s: s not in ("", "<auto>"))]
     gw6 = data.draw(st.one_of(*choices) if gw in ("<auto>", "") else st.one_of(*choices, st.just("<auto>")))
     checker.refused(["network", "create", "-t", "bridge", *subnets_, "--gw", gw, "--gw6", gw6, *flags_, "fz"],
                     *[g for g in (gw, gw6) if g not in ("", "<auto>")], *([] if with6 else ["--gw6"]))
@@ -419,7 +427,8 @@ def test_unknown_options_and_bad_choices(checker, data, path):
         # the unknown option comes first, so nothing before it can succeed
         return checker.refused([*path, option, "x", "--", "true"], option.split("=")[0])
     value = data.draw(anything.filter(lambda s: s not in ("loopback", "bridge", "custom", "ipnet", "vnet", "host",
-                                                          "disabled", "linux", "freebsd")))
+                                                          "disabled", "none", "pasta", "slirp4netns", "linux",
+                                                          "freebsd") and not s.startswith("pasta:")))
     where = data.draw(st.sampled_from([["network", "create", "--subnet", FRESH4, "-t", value, "fz"],
                                        ["run", "-l", value, "--", "true"],
                                        ["--platform", value, "ps"],
@@ -472,10 +481,12 @@ def test_network_endpoints(checker, data, verb, dry):
 @given(data=st.data())
 def test_run(checker, data):
     bogus_net = ident(checker, "network")
-    poison = data.draw(st.sampled_from(["network", "name", "jail", "path", "ip", "driver", "command", "twice"]))
+    poison = data.draw(st.sampled_from(["network", "name", "jail", "path", "ip", "driver", "command", "twice",
+                                        "publish", "dns"]))
     driver = data.draw(st.sampled_from([None, "ipnet", "vnet"]))
     nets = [data.draw(st.sampled_from(NETWORKS))]
     name, ip, ip6, jail, path, cmd, offending = None, None, None, [], None, ["true"], []
+    publish, dns = [], []
     if poison == "network":
         nets = data.draw(st.lists(bogus_net, min_size=1, max_size=2))
         offending = [*nets, "given twice"]
@@ -488,15 +499,34 @@ def test_run(checker, data):
              "vnet", "persist", "host.hostname=x y", "exec.start=/bin/sh -c 'id'", "a\n=b"])), min_size=1, max_size=3))
         offending = [jail[0]]
     elif poison == "path":
-        path = data.draw(st.one_of(anything, st.sampled_from(["/", "/tmp", "", "relative", "/nonexistent"])))
-        offending = [f"path={path}"]
+        # a root directory must be absolute, without '..', and a directory that exists
+        path = data.draw(st.one_of(anything.filter(lambda s: s and not s.startswith("/")), st.sampled_from(
+            ["relative", "/nonexistent", "/etc/hostname", "/tmp/../etc", "/dev/null", "//nonexistent/x"])))
+        offending = [path]
     elif poison == "ip":
         subnet4, subnet6 = (BR4, BR6) if nets[0] == "br" else (LO4, LO6)
         option = data.draw(st.sampled_from(["--ip", "--ip6"]))
         bad = data.draw(addresses_not_usable_in(subnet4 if option == "--ip" else subnet6, TAKEN))
         ip, ip6 = (bad, None) if option == "--ip" else (None, bad)
-        nets = data.draw(st.sampled_from([nets, [], ["br", "lo"]]))  # --ip needs exactly one -n
-        offending = [bad, "exactly one -n"]
+        other = "lo" if nets[0] == "br" else "br"
+        # --ip needs a -n, and belongs to the -n before it (here: the last one)
+        nets = data.draw(st.sampled_from([nets, [], [other, nets[0]]]))
+        offending = [bad, "need a -n"]
+    elif poison == "publish":  # [IFACE:]HOST[:CTR][/tcp|udp], ports 1-65535, ranges of equal length
+        spec = data.draw(st.one_of(anything.filter(lambda s: s.strip()), st.sampled_from(
+            ["0", "65536", "80/sctp", "80/", ":80", "80:", "a:b:c:d", "9000-8999", "9000-9001:80", "1-2-3",
+             "-1", "80:80:80:80", "eth0:80", "+80", " 80", "80 ", "0x50", "٨٠", "toolonginterfacename:80:80"])))
+        if spec == "toolonginterfacename:80:80" or data.draw(st.booleans()):
+            publish = [spec]
+        else:  # the same host port twice
+            spec = "8080"
+            publish = ["8080:80", "8080:81"]
+        offending = [spec, "toolonginterfacename", "tcp/8080 is published twice"]
+    elif poison == "dns":
+        dns = [data.draw(st.one_of(anything.filter(lambda s: not usable_nameserver(s)), st.sampled_from(
+            ["", "dns.example", "10.0.0.256", "fe80::1%eth0", "10.0.0.1:53", "::ffff:1.2.3.4.5", "::", "0.0.0.0",
+             "224.0.0.251"])))]
+        offending = dns
     elif poison == "driver":  # host and disabled take no networks
         driver = data.draw(st.sampled_from(["host", "disabled"]))
         offending = [f"driver {driver!r}"]
@@ -516,6 +546,10 @@ def test_run(checker, data):
     for j in jail:
         argv += ["-J", j]
     argv += ["--path", path] if path is not None else []
+    for spec in publish:
+        argv += ["-p", spec]
+    for addr in dns:
+        argv += ["--dns", addr]
     argv += ["--", *cmd] if cmd and cmd != ["--"] else cmd
     checker.refused(argv, *offending)
 

@@ -262,8 +262,7 @@ def test_reconcile_rebuilds_after_reboot(world):
     world.kn("run", "-d", "--name", "s", "-n", "l", "--", "sleep", "60")
     intact = world.snapshot()
     # a "reboot": containers die, interfaces and the firewall are gone
-    for pid in world.container_pids():
-        os.kill(pid, signal.SIGKILL)
+    world.power_cut()
     for link in world.links():
         if link.startswith(("kleene", "kv")):
             sh(*world.in_host("ip", "link", "del", link), check=False)
@@ -283,3 +282,32 @@ def test_reconcile_rebuilds_after_reboot(world):
     settled = world.snapshot()
     world.kn("reconcile")  # idempotent
     assert world.snapshot() == settled
+
+
+def test_a_detached_container_whose_command_exits_leaves_its_networks(world, tmp_path):
+    """The process `run -d` leaves to watch the container does what stop would when the command
+    exits: off its networks, out of its peers' hosts files; with --rm, removed."""
+    world.kn("network", "create", "-t", "bridge", "--subnet", "10.2.3.0/24", "n")
+    world.kn("run", "-d", "--name", "peer", "-n", "n", "--", "sleep", "60")
+    go = tmp_path / "go"  # the two brief ones run until it exists
+    until_go = ["sh", "-c", f"while [ ! -e {go} ]; do sleep 0.05; done"]
+    world.kn("run", "-d", "--name", "brief", "-n", "n", "--", *until_go)
+    world.kn("run", "-d", "--rm", "--name", "gone", "-n", "n", "--", *until_go)
+    hosts = world.kn("exec", "peer", "--", "cat", "/etc/hosts").stdout
+    assert "\tbrief" in hosts and "\tgone" in hosts  # positive control: while they run
+    assert len(world.wired_ports()) == 3 and len(world.watchers()) == 3
+    go.touch()
+    deadline = time.monotonic() + 15
+    while world.query("SELECT name FROM containers WHERE running = 1") != [("peer",)] \
+            or world.query("SELECT name FROM containers WHERE name = 'gone'"):
+        assert time.monotonic() < deadline, world.query("SELECT name, running FROM containers")
+        time.sleep(0.1)
+    [peer_port] = world.wired_ports()
+    assert [link for link in world.links() if link.startswith("kv")] == [peer_port]
+    hosts = world.kn("exec", "peer", "--", "cat", "/etc/hosts").stdout
+    assert "\tbrief" not in hosts and "\tgone" not in hosts and "\tpeer" in hosts
+    deadline = time.monotonic() + 5
+    while len(world.watchers()) != 1:  # the peer's, still watching
+        assert time.monotonic() < deadline, world.watchers()
+        time.sleep(0.05)
+    assert world.kn("reconcile", "--dry-run").stdout == ""

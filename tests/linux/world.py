@@ -45,11 +45,17 @@ class World:
         self.servers: list[subprocess.Popen] = []
         sh("ip", "netns", "add", self.host)
         sh("ip", "netns", "add", self.wan)
-        sh("ip", "-n", self.host, "link", "add", "uplink", "type", "veth", "peer", "name", "wan0", "netns", self.wan)
+        # Distinct ifindexes: the kernel takes a veth whose index equals its peer's (2 and 2 in two
+        # fresh namespaces) for a plain device and reports its carrier up to a second late, so the
+        # first packets over it would be lost.
+        sh("ip", "-n", self.host, "link", "add", "uplink", "index", "7", "type", "veth",
+           "peer", "name", "wan0", "index", "9", "netns", self.wan)
         for ns, dev, addr, addr6 in ((self.host, "uplink", UPLINK_ADDR, UPLINK6_ADDR),
                                      (self.wan, "wan0", WAN_ADDR, WAN6_ADDR)):
             sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
             sh("ip", "-n", ns, "addr", "add", f"{addr6}/64", "dev", dev, "nodad")
+            # their link-local addresses too: while tentative they take no reply
+            sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.accept_dad=0")
             sh("ip", "-n", ns, "link", "set", dev, "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("ip", "-n", self.host, "route", "add", "default", "via", WAN_ADDR)
@@ -159,7 +165,7 @@ class World:
     def store_dump(self) -> dict:
         """Every row of the state."""
         return {table: sorted(map(list, self.query(f"SELECT * FROM {table}")))
-                for table in ("networks", "containers", "endpoints")}
+                for table in ("networks", "containers", "endpoints", "images")}
 
     def wired_ports(self) -> set[str]:
         """The host interfaces the store says are wired."""
@@ -195,11 +201,49 @@ class World:
         assert proc.returncode == 0, proc.stderr.read()
         return False
 
+    def own_processes(self) -> list[int]:
+        """Every live process that runs with this world's state: its containers (they inherit the
+        environment of the kleenenet that started them), also those a test killed kleenenet
+        before it recorded, which live on in namespaces of their own after the world's are gone."""
+        mark = f"KLEENENET_STATE_DIR={self.state_dir}".encode()
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != os.getpid():
+                try:
+                    with open(f"/proc/{entry}/environ", "rb") as f:
+                        if mark in f.read().split(b"\0"):
+                            found.append(int(entry))
+                except OSError:  # gone, or a kernel thread
+                    pass
+        return found
+
+    def watchers(self) -> list[int]:
+        """The processes `kleenenet run -d` leaves to watch their container's command."""
+        argv = "\0".join([sys.executable, "-m", "kleenenet.watch"]).encode() + b"\0"
+        found = []
+        for pid in self.own_processes():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read().startswith(argv):
+                        found.append(pid)
+            except OSError:
+                pass
+        return found
+
+    def power_cut(self) -> None:
+        """Every process of the world's containers dies at once, their watchers first, as when
+        the machine goes down: nothing of kleenenet's sees them go."""
+        for pid in self.watchers() + self.container_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def destroy(self) -> None:
         for p in self.servers:
             p.kill()
             p.wait()
-        for pid in self.container_pids():
+        for pid in set(self.container_pids()) | set(self.own_processes()):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -58,8 +58,9 @@ def test_gateway_rules():
                          ("10.2.3.0", "network address"), ("x", "not an IP address")):
         with pytest.raises(InvalidInput, match=message):
             ipam.resolve_gateway(bad, subnet, "--gw")
+    assert ipam.resolve_gateway("<auto>", None, "--gw6") is None
     with pytest.raises(InvalidInput, match="no subnet of that family"):
-        ipam.resolve_gateway("<auto>", None, "--gw6")
+        ipam.resolve_gateway("fd00::1", None, "--gw6")
 
 
 def test_exhaustion_is_a_clear_error():
@@ -121,3 +122,45 @@ def test_allocation_properties_ipv6(prefix, base, n):
         got = allocate(subnet, used)
         assert got in subnet and got != subnet.network_address and got not in used
         used.add(got)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("10.2.3.128", "not a range inside subnet 10.2.3.0/24"),
+    ("10.2.4.0/25", "not a range inside subnet 10.2.3.0/24"),
+    ("10.2.0.0/16", "not a range inside subnet 10.2.3.0/24"),
+    ("10.2.3.129/25", "invalid --ip-range '10.2.3.129/25': expected a CIDR inside 10.2.3.0/24"),
+    ("fd00::/64", "not a range inside subnet 10.2.3.0/24"),
+    ("10.2.3.255/32", "holds no host address of 10.2.3.0/24"),  # the broadcast address
+])
+def test_bad_ip_ranges(text, message):
+    with pytest.raises(InvalidInput) as e:
+        ipam.parse_range(text, net("10.2.3.0/24"), "--ip-range")
+    assert message in str(e.value)
+
+
+def test_ip_range_needs_a_subnet_and_may_be_the_whole_of_it():
+    with pytest.raises(InvalidInput, match="no subnet of that family"):
+        ipam.parse_range("10.2.3.0/25", None, "--ip-range")
+    assert ipam.parse_range("", net("10.2.3.0/24"), "--ip-range") is None
+    assert ipam.parse_range("10.2.3.0/24", net("10.2.3.0/24"), "--ip-range") == net("10.2.3.0/24")
+
+
+@settings(max_examples=300, deadline=None)
+@given(pool_prefix=st.integers(min_value=24, max_value=32), data=st.data())
+def test_addresses_come_from_the_pool_only(pool_prefix, data):
+    subnet = net("192.168.50.0/24")
+    pools = [p for p in subnet.subnets(new_prefix=pool_prefix) if p.num_addresses > 1 or p[0] in subnet.hosts()]
+    pool = data.draw(st.sampled_from(pools))  # parse_range refuses one without host addresses
+    hosts = [a for a in pool if a in list(subnet.hosts())]
+    used = set(data.draw(st.lists(st.sampled_from(list(subnet.hosts())), max_size=40)))
+    after = data.draw(st.one_of(st.none(), st.sampled_from(list(subnet.hosts()))))
+    free = [a for a in hosts if a not in used]
+    count = sum(1 for a in used if a in pool)
+    if not free:
+        with pytest.raises(Conflict, match=f"range {pool} is exhausted"):
+            ipam.next_free(subnet, after, lambda a: a in used, lambda: count, pool)
+        return
+    got = ipam.next_free(subnet, after, lambda a: a in used, lambda: count, pool)
+    assert got in free
+    ring = hosts[hosts.index(after) + 1:] + hosts[:hosts.index(after) + 1] if after in hosts else hosts
+    assert got == next(a for a in ring if a not in used)

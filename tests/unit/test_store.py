@@ -133,7 +133,7 @@ def test_allocation_looks_up_addresses_by_index(store):
         store.db.set_trace_callback(statements.append)
         store.allocate_endpoint(net, f"c{k}", ip="10.0.0.9" if k == 2 else AUTO)
         store.db.set_trace_callback(None)
-    statements += [f"SELECT * FROM endpoints WHERE container_id = 'c1'"]  # what attach and stop ask
+    statements += ["SELECT * FROM endpoints WHERE container_id = 'c1'"]  # what attach and stop ask
     plans = [row[3] for sql in statements if sql.startswith("SELECT") and "endpoints" in sql
              and "COUNT" not in sql for row in store.db.execute(f"EXPLAIN QUERY PLAN {sql}")]
     assert plans and not [p for p in plans if "SCAN" in p or p.endswith("(network_id=?)")], plans

@@ -8,11 +8,23 @@ bridge network    if_bridge kleeneN with the gateway address. A vnet jail gets a
 jails             created `persist` (named kn<container id>) so the network is wired before the
                   command starts with jexec; a jail whose processes are gone is a stopped
                   container, removed with `jail -r` when kleenenet sees it stopped.
-pf                one anchor per network (see pf.py); never the user's pf.conf.
+pf                one anchor per network, and one per container's published ports below it (see
+                  pf.py); never the user's pf.conf. Disconnecting a container kills its states.
+custom network    an existing interface kleenenet did not create: a NIC, or a bridge (e.g. one
+                  holding the LAN's NIC). An ipnet jail joins by a /32 (/128) alias on it, as on
+                  a loopback network; a vnet jail by an epair whose host end joins the bridge
+                  (a plain NIC takes no epair: refused). The interface itself is never created,
+                  reconfigured or destroyed; no NAT, no forwarding (the jails are on the LAN).
+mtu               a bridge network's MTU is set on the bridge and on both ends of every epair.
+roots             the jail's path is the container's root: a directory (the host's / by
+                  default), or for an image that is a ZFS snapshot, a clone of it (see zfs.py).
 
 Every interface kleenenet creates is in interface group `kleenenet` from the command that
 creates it, under whatever name it has, and has a description naming its network: that is how
-reconcile recognises leftovers, also after a crash between creating and renaming.
+reconcile recognises leftovers, also after a crash between creating and renaming. An alias has no
+such mark, so an ipnet jail's address list is set before its alias is added and after it is
+removed: kleenenet's aliases on an interface it did not create are the host addresses (/32,
+/128) that one of its jails lists (reconcile removes those nothing owns, and nothing else).
 """
 
 from __future__ import annotations
@@ -24,12 +36,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from kleenenet.errors import HostError, InvalidInput
-from kleenenet.model import Container, Endpoint, Network
+from kleenenet.errors import InvalidInput
+from kleenenet.model import Container, Endpoint, Image, Network
 from kleenenet.plan import Plan
 from kleenenet.platform import first_free_name, stable_mac
-from kleenenet.platform.freebsd import pf
+from kleenenet.platform.freebsd import dns, parsers, pf, zfs
 from kleenenet.platform.freebsd.host import Host, Runner, command_text
+from kleenenet.ports import forwards
+from kleenenet.vocabulary import USER_MODE_DRIVERS
 
 INTERFACE_PREFIX = "kleene"
 ENDPOINT_PREFIX = "kv"  # + endpoint id + a/b: 15 characters, IFNAMSIZ's limit
@@ -44,6 +58,8 @@ JAIL_OPTION_RELEASE = 1400000  # `ifconfig -j` and `route -j` appeared in FreeBS
 OWN_JAIL_PARAMS = {"name", "jid", "persist", "nopersist", "vnet", "vnet.interface", "ip4", "ip4.addr",
                    "ip6", "ip6.addr", "command", "host.hostname"}
 JAIL_PARAM_RE = re.compile(r"[a-z][a-z0-9_.]*(=.*)?", re.S)
+JAIL_NAME_RE = re.compile(JAIL_PREFIX + "[0-9a-f]{12}")
+FREEBSD_DRIVERS = ("ipnet", "vnet", "host", "disabled")
 
 
 def endpoint_ifname(ep: Endpoint) -> str:
@@ -55,12 +71,35 @@ def jail_name(c: Container) -> str:
     return JAIL_PREFIX + c.id
 
 
+def jexec(c: Container, cmd: list[str], user: str = "") -> list[str]:
+    """`cmd` in the container's jail, as `user` of the jail's own password database (jexec -U)
+    when one is given. Without -l, jexec keeps the environment it is started with (jexec(8))."""
+    return ["jexec", *(["-U", user] if user else []), jail_name(c), *cmd]
+
+
+def _environment(c: Container) -> dict[str, str]:
+    return dict(entry.split("=", 1) for entry in c.env)
+
+
 def _family(addr: str) -> int:
     return ipaddress.ip_address(addr).version
 
 
 def _inet(version: int) -> str:
     return "inet" if version == 4 else "inet6"
+
+
+def _host_prefix(addr: str) -> str:
+    """An alias of a jail's address: a host address, /32 or /128. On a LAN interface it is in the
+    subnet of the interface's own address, which alone carries the subnet's netmask (ifconfig(8)
+    alias: "a non-conflicting netmask must be given. Usually 0xffffffff"; the Handbook's network
+    aliases: all 1s)."""
+    return f"{addr}/{32 if _family(addr) == 4 else 128}"
+
+
+def _needs_linux(driver: str) -> str:
+    """Why a user-mode driver does not run here (a jail's network is the kernel's: no helper)."""
+    return f"driver {driver!r} needs Linux: on FreeBSD use {', '.join(FREEBSD_DRIVERS[:-1])} or {FREEBSD_DRIVERS[-1]}"
 
 
 class _Clone:
@@ -86,8 +125,8 @@ class JailProcess:
     popen: subprocess.Popen | None = None
 
     def release(self) -> None:
-        argv = ["jexec", jail_name(self.c), *self.c.cmd]
-        self.popen = self.platform.runner.start(argv, self.log if self.detach else None)
+        argv = jexec(self.c, self.c.cmd, self.c.user)
+        self.popen = self.platform.runner.start(argv, self.log if self.detach else None, _environment(self.c))
 
     def abort(self) -> None:
         pass  # nothing was started: the plan's rollback removed the jail
@@ -103,6 +142,14 @@ class JailProcess:
 
 class FreeBSDPlatform:
     name = "freebsd"
+    # A detached jail whose command exits keeps its wiring until the daemon's sweep (rc.d's
+    # kleenenet_daemon), a later command on it, or reconcile sees it: no watcher process here.
+    watches_detached = False
+    rootless_drivers = ()  # a jail is root's to make
+
+    @property
+    def rootless(self) -> bool:
+        return os.geteuid() != 0
 
     def __init__(self, runner: Runner | None = None):
         if runner is None:
@@ -112,6 +159,7 @@ class FreeBSDPlatform:
             runner = Runner() if native() == "freebsd" else PreviewRunner()
         self.runner = runner
         self.host = Host(runner)
+        self.zfs = zfs.ZFS(runner.libzfs)  # py-libzfs is loaded when a ZFS image is used
         self._release: int | None = None
 
     def release(self) -> int:
@@ -156,23 +204,84 @@ class FreeBSDPlatform:
     def free_interface_name(self, taken: set[str]) -> str:
         return first_free_name(INTERFACE_PREFIX, taken | self.host.interface_names())
 
+    def interface_mtu(self, name: str) -> int | None:
+        """The MTU of interface `name` (None: no such interface)."""
+        iface = self.host.interfaces().get(name)
+        return iface.mtu if iface else None
+
+    def has_ipv6(self) -> bool:
+        """The host has IPv6 beyond its links: an address that is neither link-local nor
+        loopback on an interface that is not kleenenet's, or an IPv6 default route."""
+        ours = self.host.group_members(GROUP)
+        if any(not (a.is_link_local or a.is_loopback)
+               for name, iface in self.host.interfaces().items() if name not in ours for a in iface.inet6):
+            return True
+        return any(dst.version == 6 and dst.prefixlen == 0 for _ifname, dst, _flags in self.host.routes())
+
+    def ports_in_use(self, protocol: str) -> set[int]:
+        """The ports something of the host's listens on where a published port would take its
+        connections: at the wildcard address, or at an address of an interface that is neither a
+        loopback (lo0, loopback networks, other tools' lo clones) nor kleenenet's (ipnet jails'
+        addresses). One `sockstat -46l -P PROTOCOL` (ifconfig only when needed)."""
+        listeners = self.host.listening(protocol)
+        if all(s.address is None for s in listeners):
+            return {s.port for s in listeners}
+        ours = self.host.group_members(GROUP)
+        taken = {a.ip for name, iface in self.host.interfaces().items()
+                 if name not in ours and "LOOPBACK" not in iface.flags for a in (*iface.inet, *iface.inet6)}
+        return {s.port for s in listeners if s.address is None or s.address in taken}
+
     def doctor(self, networks: list[Network]):
         from kleenenet.platform.freebsd.doctor import checks
 
         return checks(self.runner, networks)
 
     def check_network(self, net: Network) -> None:
-        if net.type == "custom":
-            raise InvalidInput("network type 'custom' is not supported yet: use bridge or loopback")
         if len(net.name) > 63:  # an anchor path component holds 63 characters
             raise InvalidInput(f"invalid network name {net.name!r}: at most 63 characters on FreeBSD (pf anchor)")
+        if net.type == "custom":
+            self._foreign_interface(net.interface, f"custom network {net.name!r}")
+
+    def _foreign_interface(self, name: str, what: str):
+        """Interface `name` of a custom network: one of the host's own, not kleenenet's, not a
+        loopback (lo0, or an `ifconfig lo create` clone: group lo)."""
+        iface = self.host.interfaces().get(name)
+        if iface is None:
+            raise InvalidInput(f"invalid interface {name!r} for {what}: no such interface on this host")
+        if GROUP in iface.groups or (iface.description or "").startswith(f"{GROUP}:"):
+            raise InvalidInput(f"invalid interface {name!r} for {what}: it is kleenenet's own; give the "
+                               "host's bridge or NIC")
+        if "LOOPBACK" in iface.flags or "lo" in iface.groups:
+            raise InvalidInput(f"invalid interface {name!r} for {what}: a loopback interface is on no LAN "
+                               "(for jails on the host alone: -t loopback)")
+        return iface
+
+    def interface_addresses(self, name: str) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+        """The addresses on interface `name`, without IPv6 link-local ones ([] when it is not there)."""
+        iface = self.host.interfaces().get(name)
+        return parsers.addresses(iface) if iface else []
+
+    def _jail_addresses(self) -> set[str]:
+        """The addresses kleenenet's jails list (running, stopping or left over)."""
+        return {a for name, j in self.host.jails().items() if JAIL_NAME_RE.fullmatch(name) for a in (*j.ipv4, *j.ipv6)}
+
+    def _foreign_addresses(self, net: Network, interfaces=None) -> set[str]:
+        """The addresses on a custom network's interface that are not kleenenet's: the interface's
+        own, never added or removed by kleenenet."""
+        iface = (interfaces if interfaces is not None else self.host.interfaces()).get(net.interface)
+        if iface is None:
+            return set()
+        ours = self._jail_addresses()
+        return {str(a.ip) for a in (*iface.inet, *iface.inet6)
+                if str(a.ip) not in ours or a.network.prefixlen != a.max_prefixlen}
 
     # networks
 
     def plan_create_network(self, net: Network, before: list[Network], after: list[Network],
-                            endpoints: list[Endpoint]) -> Plan:
+                            endpoints: list[Endpoint], containers: list[Container] = ()) -> Plan:
         plan = Plan("network-create")
-        plan.extend(self._plan_network_interface(net))
+        if net.type != "custom":  # (a custom network's interface is the host's: left as it is)
+            plan.extend(self._plan_network_interface(net))
         plan.extend(self._plan_forwarding(after))
         plan.extend(self._plan_anchors(after, endpoints, [net, *before], before))
         return plan
@@ -204,7 +313,10 @@ class FreeBSDPlatform:
         cloner = "bridge" if net.type == "bridge" else "lo"
         # Created in group kleenenet and renamed after: a crash in between leaves a loN/bridgeN
         # that reconcile recognises (a failed `create name X` would leave it unrecognisable).
-        clone = self._plan_clone(plan, cloner, ["group", GROUP, "description", f"kleenenet:{net.name}", "up"],
+        # A bridge carries the network's MTU (a loopback network only carries the host's own
+        # traffic, which leaves by the egress interface).
+        mtu = ["mtu", str(net.mtu)] if net.type == "bridge" else []
+        clone = self._plan_clone(plan, cloner, ["group", GROUP, "description", f"kleenenet:{net.name}", *mtu, "up"],
                                  f"{cloner}N")
         self._plan_rename(plan, clone, f"{cloner}N", name)
         for gw, subnet in ((net.gateway, net.subnet), (net.gateway6, net.subnet6)):
@@ -258,20 +370,28 @@ class FreeBSDPlatform:
         return plan
 
     def plan_remove_network(self, net: Network, before: list[Network], after: list[Network],
-                            endpoints: list[Endpoint]) -> Plan:
+                            endpoints: list[Endpoint], containers: list[Container] = ()) -> Plan:
         plan = Plan("network-remove")
         old = pf.render(net, before, [])
         flush = ["pfctl", "-a", pf.anchor(net), "-F", "all"]
         plan.add(command_text(flush), lambda: self.runner.run(flush),
                  lambda: self.runner.run(["pfctl", "-a", pf.anchor(net), "-f", "-"], old))
         plan.extend(self._plan_anchors(after, endpoints, after, before))
-        self._step(plan, ["ifconfig", net.interface, "destroy"])  # last: nothing after it can fail
+        if net.type != "custom":  # (never the host's own interface)
+            self._step(plan, ["ifconfig", net.interface, "destroy"])  # last: nothing after it can fail
         return plan
 
     # endpoints
 
     def check_attach(self, net: Network, c: Container) -> None:
-        if c.network_driver == "vnet" and net.type != "bridge":
+        if net.type == "custom":
+            iface = self._foreign_interface(net.interface, f"network {net.name!r}")
+            if c.network_driver == "vnet" and "bridge" not in iface.groups:  # (if_clone's group)
+                raise InvalidInput(
+                    f"container {c.name!r} is a vnet jail and network {net.name!r} is on {net.interface}, a NIC "
+                    f"that takes no epair: create a bridge holding it (ifconfig bridge create addm {net.interface} "
+                    "up) and a custom network on the bridge with -i, or use -l ipnet")
+        elif c.network_driver == "vnet" and net.type != "bridge":
             raise InvalidInput(f"container {c.name!r} is a vnet jail: it can join bridge networks only, "
                                f"not the {net.type} network {net.name!r} (use -l ipnet)")
 
@@ -284,14 +404,72 @@ class FreeBSDPlatform:
         if c.network_driver == "vnet":
             plan.extend(self._plan_epair(net, ep, c, others))
         else:
-            for addr in (ep.ip_address, ep.ip_address6):
-                if addr:
-                    full = 32 if _family(addr) == 4 else 128
-                    self._step(plan, ["ifconfig", net.interface, _inet(_family(addr)), f"{addr}/{full}", "alias"],
-                               ["ifconfig", net.interface, _inet(_family(addr)), addr, "-alias"])
-            plan.extend(self._plan_jail_addresses(c, others, [], [ep]))
+            aliases, jail_list = self._plan_aliases(net, ep, c), self._plan_jail_addresses(c, others, [], [ep])
+            # On a custom network the jail lists an address before it is on the interface (see
+            # the module's docstring).
+            for part in (jail_list, aliases) if net.type == "custom" else (aliases, jail_list):
+                plan.extend(part)
         plan.extend(self._plan_members(net, ep, wiring, add=True))
+        if c.public_ports:
+            networks = {n.id: n for n in [*(wiring()[0] if wiring else ()), net]}
+            before = [(networks[e.network_id], e) for e in others]
+            ports, _kills = self._plan_ports(self._port_anchors(c, before),
+                                             self._port_anchors(c, [*before, (net, ep)]))
+            plan.extend(ports)
         return plan
+
+    def _plan_aliases(self, net: Network, ep: Endpoint, c: Container) -> Plan:
+        """The endpoint's addresses as aliases on the network's interface. On a custom network,
+        never one of the interface's own (an alias of it would replace it, and go with the jail),
+        and not one a jail of kleenenet's has there already (reconcile rewiring a jail that lost
+        only its other address)."""
+        plan, present = Plan("aliases"), set()
+        if net.type == "custom":
+            interfaces = self.host.interfaces()
+            foreign = self._foreign_addresses(net, interfaces)
+            for addr in (ep.ip_address, ep.ip_address6):
+                if addr in foreign:
+                    raise InvalidInput(f"invalid address {addr} for container {c.name!r}: {net.interface} "
+                                       "has it as its own")
+            iface = interfaces.get(net.interface)
+            present = {str(a) for a in (*iface.inet, *iface.inet6)} if iface else set()
+        for addr in (ep.ip_address, ep.ip_address6):
+            if addr and _host_prefix(addr) not in present:
+                self._step(plan, ["ifconfig", net.interface, _inet(_family(addr)), _host_prefix(addr), "alias"],
+                           ["ifconfig", net.interface, _inet(_family(addr)), addr, "-alias"])
+        return plan
+
+    def _port_anchors(self, c: Container, wired: list[tuple[Network, Endpoint]]) -> dict[str, str]:
+        """The anchors of a container's published ports, path -> text, given its wired endpoints
+        (ports.forwards says where each leads)."""
+        by_network: dict[str, list] = {}
+        for f in forwards(c, wired):
+            by_network.setdefault(f.network_id, []).append(f)
+        networks = {n.id: n for n, _ in wired}
+        return {pf.ports_anchor(networks[nid], c.id): pf.render_ports(networks[nid], c.name, c.id, fw,
+                                                                      c.network_driver == "ipnet")
+                for nid, fw in by_network.items()}
+
+    def _plan_ports(self, before: dict[str, str], after: dict[str, str]) -> tuple[Plan, list[list[str]]]:
+        """Load the port anchors that change, flush those that go; the commands that kill the
+        states of the rules flushed, for the caller to run last. (An anchor that is replaced
+        leads to an address the container keeps: its flows go on.)"""
+        plan, kills = Plan("ports"), []
+        for path in sorted(before.keys() | after.keys()):
+            old, new = before.get(path), after.get(path)
+            if old == new:
+                continue
+            load, flush = ["pfctl", "-a", path, "-f", "-"], ["pfctl", "-a", path, "-F", "all"]
+            if new is not None:
+                plan.add(command_text(load, new), lambda load=load, new=new: self.runner.run(load, new),
+                         (lambda load=load, old=old: self.runner.run(load, old)) if old
+                         else (lambda flush=flush: self.runner.run(flush)))
+            else:
+                plan.add(command_text(flush), lambda flush=flush: self.runner.run(flush),
+                         lambda load=load, old=old: self.runner.run(load, old))
+            if old is not None and new is None:
+                kills.append(pf.kill_label(old))
+        return plan, kills
 
     def _plan_epair(self, net: Network, ep: Endpoint, c: Container, others: list[Endpoint]) -> Plan:
         plan = Plan("epair")
@@ -301,15 +479,18 @@ class FreeBSDPlatform:
         # whenever kleenenet dies, reconcile finds the pair (destroying the a end destroys both).
         clone = self._plan_clone(plan, "epair", ["group", GROUP, "description", f"kleenenet:{net.name}:{c.name}"],
                                  "epairNa")
-        self._plan_rename(plan, clone, "epairNa", host_end)
-        self._plan_rename(plan, clone, "epairNb", jail_end, ["group", GROUP], peer=True)
+        # Both ends get the network's MTU before the a end joins the bridge: the first member
+        # of an empty bridge sets the bridge's MTU (bridge_ioctl_add in sys/net/if_bridge.c).
+        mtu = ["mtu", str(net.mtu)]
+        self._plan_rename(plan, clone, "epairNa", host_end, mtu)
+        self._plan_rename(plan, clone, "epairNb", jail_end, ["group", GROUP, *mtu], peer=True)
         self._step(plan, ["ifconfig", jail_end, "ether", stable_mac(net.id, c.id)])
         # Into the bridge before it comes up: up outside a bridge it would get an fe80::
         # address, and FreeBSD 15 refuses a member with an address (if_bridge(4)).
         self._step(plan, self._addm(net, host_end), ["ifconfig", net.interface, "deletem", host_end])
         self._step(plan, ["ifconfig", host_end, "up"])
         self._step(plan, ["ifconfig", jail_end, "vnet", jail], ["ifconfig", jail_end, "-vnet", jail])
-        if ep.ip_address6:  # usable at once: no duplicate address detection on a private link
+        if ep.ip_address6 and net.type != "custom":  # usable at once: no DAD on a link of kleenenet's own
             self._step(plan, self._in_jail(jail, "ifconfig", jail_end, "inet6", "no_dad"))
         for addr, subnet in ((ep.ip_address, net.subnet), (ep.ip_address6, net.subnet6)):
             if addr:
@@ -367,25 +548,65 @@ class FreeBSDPlatform:
 
     def plan_detach(self, net: Network, ep: Endpoint, c: Container, others: list[Endpoint] = (),
                     wiring=None) -> Plan:
+        """Take endpoint `ep` off the jail of `c`; last, kill the pf states of its addresses and
+        of its published ports there, so that no established flow outlives it."""
         plan = Plan("disconnect")
+        kills = []
+        if c.public_ports:
+            ports, kills = self._plan_ports_detach(net, ep, c, others, wiring)
+            plan.extend(ports)
         plan.extend(self._plan_members(net, ep, wiring, add=False))
+        kills += [k for a in (ep.ip_address, ep.ip_address6) if a for k in pf.kill_states(a)]
         if c.network_driver == "vnet":
+            # Its addresses are out of the network's table, and no published port leads there:
+            # kill the states before the destroy, which cannot be undone and so comes last.
+            for argv in kills:
+                self._step(plan, argv)
             self._step(plan, ["ifconfig", endpoint_ifname(ep) + "a", "destroy"], note="takes the jail's end along")
             return plan
-        if c.running and jail_name(c) in self.host.jails():  # (a stopping jail is removed anyway)
-            plan.extend(self._plan_jail_addresses(c, others, [ep], []))
+        aliases = Plan("aliases")
         for addr in (ep.ip_address, ep.ip_address6):
             if addr:
-                full = 32 if _family(addr) == 4 else 128
-                self._step(plan, ["ifconfig", net.interface, _inet(_family(addr)), addr, "-alias"],
-                           ["ifconfig", net.interface, _inet(_family(addr)), f"{addr}/{full}", "alias"])
+                self._step(aliases, ["ifconfig", net.interface, _inet(_family(addr)), addr, "-alias"],
+                           ["ifconfig", net.interface, _inet(_family(addr)), _host_prefix(addr), "alias"])
+        jail_list = Plan("jail-addresses")
+        if c.running and jail_name(c) in self.host.jails():  # (a stopping jail is removed anyway)
+            jail_list = self._plan_jail_addresses(c, others, [ep], [])
+        # On a custom network the jail lists an address until it is off the interface.
+        for part in (aliases, jail_list) if net.type == "custom" else (jail_list, aliases):
+            plan.extend(part)
+        for argv in kills:  # the addresses are gone: no new state can use them (no undo: gone)
+            self._step(plan, argv)
         return plan
 
+    def _plan_ports_detach(self, net: Network, ep: Endpoint, c: Container, others: list[Endpoint],
+                           wiring) -> tuple[Plan, list[list[str]]]:
+        """A running container's ports move to its next network that reaches out. A stopping
+        one's endpoints are taken off one by one, and in the state the ones left would take
+        its ports over: what pf has on this network goes, and nothing moves."""
+        networks = {n.id: n for n in [*(wiring()[0] if wiring else ()), net]}
+        wired = [(networks[e.network_id], e) for e in [*others, ep]]
+        before = self._port_anchors(c, wired)
+        if c.running:
+            return self._plan_ports(before, self._port_anchors(c, wired[:-1]))
+        plan, path = Plan("ports"), pf.ports_anchor(net, c.id)
+        if path not in self.host.anchors(pf.anchor(net)):
+            return plan, []
+        labels = sorted(set(self.host.rule_labels(path)))
+        old, load, flush = before.get(path), ["pfctl", "-a", path, "-f", "-"], ["pfctl", "-a", path, "-F", "all"]
+        plan.add(command_text(flush), lambda: self.runner.run(flush),
+                 (lambda: self.runner.run(load, old)) if old and pf.label(old) in labels else None)
+        return plan, [["pfctl", "-k", "label", "-k", label] for label in labels]
+
     def lost_endpoints(self, wired: list[tuple[Network, Endpoint, Container]]) -> list[Endpoint]:
-        """The wired endpoints whose epair (vnet) or alias (ipnet) is gone: one `ifconfig -a`."""
+        """The wired endpoints whose epair (vnet) or alias (ipnet) is gone: one `ifconfig -a`. Not
+        those of a custom network whose interface is gone: they cannot be wired again until the
+        host has it back."""
         interfaces = self.host.interfaces()
         lost = []
         for net, ep, c in wired:
+            if net.type == "custom" and net.interface not in interfaces:
+                continue
             if c.network_driver == "vnet":
                 if endpoint_ifname(ep) + "a" not in interfaces:
                     lost.append(ep)
@@ -398,13 +619,25 @@ class FreeBSDPlatform:
 
     endpoint_ifname = staticmethod(endpoint_ifname)
 
-    def replace_firewall(self, networks: list[Network], endpoints: list[Endpoint]) -> None:
+    def replace_firewall(self, networks: list[Network], endpoints: list[Endpoint],
+                         containers: list[Container] = ()) -> None:
         for net in networks:
             self.runner.run(["pfctl", "-a", pf.anchor(net), "-f", "-"], pf.render(net, networks, self._members(net, endpoints)))
+        by_id = {n.id: n for n in networks}
+        for c in containers:
+            if c.running and c.public_ports:
+                mine = [(by_id[e.network_id], e) for e in endpoints if e.container_id == c.id]
+                for path, text in self._port_anchors(c, mine).items():
+                    self.runner.run(["pfctl", "-a", path, "-f", "-"], text)
 
     # containers
 
+    def user_mode_driver(self, driver: str) -> tuple[str, str | None]:
+        raise InvalidInput(_needs_linux(driver))
+
     def check_container(self, c: Container) -> None:
+        if c.network_driver in USER_MODE_DRIVERS:
+            raise InvalidInput(_needs_linux(c.network_driver))
         for param in c.jail_param:
             if not JAIL_PARAM_RE.fullmatch(param):
                 raise InvalidInput(f"invalid jail parameter {param!r}: use KEY=VALUE or KEY, e.g. allow.raw_sockets")
@@ -412,28 +645,61 @@ class FreeBSDPlatform:
             if key in OWN_JAIL_PARAMS or key.startswith("vnet."):
                 raise InvalidInput(f"invalid jail parameter {param!r}: kleenenet sets {key} from the "
                                    "container's name, driver and networks")
+        # A ZFS image's container has no root yet: its clone's mountpoint becomes it.
+        if c.root and not c.dataset and not self.runner.is_directory(c.root):
+            raise InvalidInput(f"invalid root directory {c.root!r}: not a directory")
 
-    def plan_new_namespace(self, c: Container) -> Plan:
-        """The jail, created persistent so it can be wired before its command starts."""
+    def check_snapshot(self, snapshot: str) -> str:
+        """An image's ZFS snapshot POOL/DATASET@SNAPSHOT, which must exist."""
+        zfs.check_snapshot_name(snapshot)
+        if not self.zfs.snapshot_exists(snapshot):
+            raise InvalidInput(f"invalid image snapshot {snapshot!r}: no such ZFS snapshot")
+        return snapshot
+
+    def container_dataset(self, c: Container, img: Image) -> dict[str, str]:
+        """The clone of the image's snapshot that is the container's root: `dataset`
+        POOL/kleenenet/containers/<container id>, mounted at `root` /<dataset> (zfs.py)."""
+        return zfs.clone_of(c.id, img.snapshot)
+
+    def plan_create_root(self, c: Container, img: Image) -> Plan:
+        return self.zfs.plan_create_root(c.dataset, c.root, img.snapshot)
+
+    def plan_remove_root(self, c: Container) -> Plan:
+        return self.zfs.plan_remove_root(c.dataset)
+
+    def plan_new_namespace(self, c: Container, etc: Path | None = None) -> Plan:
+        """The jail, created persistent so it can be wired before its command starts; `etc`
+        holds the container's resolver files, mounted in its root where it may (dns.py)."""
         plan = Plan("jail")
         jail = jail_name(c)
         params = {"ipnet": ["ip4=new", "ip6=new"], "vnet": ["vnet"], "host": ["ip4=inherit", "ip6=inherit"],
                   "disabled": ["ip4=disable", "ip6=disable"]}[c.network_driver]
-        path = [] if any(p.startswith("path=") for p in c.jail_param) else ["path=/"]
+        if c.dataset:
+            plan.extend(self.zfs.plan_mount(c.dataset))
+        plan.extend(dns.plan_mount(self, c, etc))
+        path = [] if any(p.startswith("path=") for p in c.jail_param) else [f"path={c.root}"]
         self._step(plan, ["jail", "-c", f"name={jail}", *path, f"host.hostname={c.name}", "persist",
                           *params, *c.jail_param], ["jail", "-r", jail])
         if c.network_driver == "vnet":
             self._step(plan, self._in_jail(jail, "ifconfig", "lo0", "inet", "127.0.0.1/8", "up"))
         return plan
 
-    def spawn(self, c: Container, detach: bool, log: Path | None) -> JailProcess:
-        return JailProcess(self, c, detach, log)
+    def spawn(self, c: Container, detach: bool, log: Path | None, etc: Path | None = None) -> JailProcess:
+        return JailProcess(self, c, detach, log)  # (`etc` is mounted by plan_new_namespace)
+
+    def host_resolver(self):
+        """The host's resolver configuration, with the host's own addresses (a nameserver on
+        one of them answers the host only)."""
+        return dns.host_resolver(frozenset(str(a.ip) for iface in self.host.interfaces().values()
+                                           for a in (*iface.inet, *iface.inet6)))
 
     def start_text(self, c: Container) -> str:
-        return command_text(["jexec", jail_name(c), *c.cmd])
+        env = [f"{key}={value}" for key, value in _environment(c).items()]
+        return command_text((["env", *env] if env else []) + jexec(c, c.cmd, c.user))
 
     def alive(self, c: Container) -> bool:
         return self.host.jail_has_processes(jail_name(c))
+
 
     def terminate(self, c: Container, timeout: float) -> None:
         """jail -r: the jail's stop hooks, SIGTERM, and SIGKILL after stop.timeout."""
@@ -441,19 +707,19 @@ class FreeBSDPlatform:
             self.runner.run(["jail", "-r", jail_name(c)])
 
     def plan_stop(self, c: Container) -> Plan:
-        """Remove the jail (kept by `persist` after its command exited), if it is still there."""
+        """Remove the jail (kept by `persist` after its command exited), if it is still there, and
+        unmount the container's resolver files from its root."""
         plan = Plan("stop")
         jail = jail_name(c)
         plan.add(command_text(["jail", "-r", jail]),
                  lambda: self.runner.run(["jail", "-r", jail]) if jail in self.host.jails() else None)
+        plan.extend(dns.plan_unmount(self, c))
         return plan
 
-    def exec_in(self, c: Container, cmd: list[str]) -> None:
-        argv = ["jexec", jail_name(c), *cmd]
-        try:
-            os.execvp(argv[0], argv)
-        except OSError as e:
-            raise HostError(f"cannot run jexec: {e.strerror}") from None
+    def exec_command(self, c: Container, cmd: list[str], user: str = "") -> tuple[list[str], list[int]]:
+        """The argv that runs `cmd` in the container's running jail (as `user`, by default the
+        container's), and the descriptors it needs: none."""
+        return jexec(c, cmd, user or c.user), []
 
     # reconcile
 
@@ -466,10 +732,14 @@ class FreeBSDPlatform:
         plan = Plan("reconcile")
         owned = {jail_name(c): c for c in running}
         jails = self.host.jails()
-        for name in sorted(jails):
-            if name not in owned and re.fullmatch(JAIL_PREFIX + "[0-9a-f]{12}", name):
-                self._step(plan, ["jail", "-r", name], note="leftover")
         interfaces = self.host.interfaces()
+        for net in networks:  # first: while the jails that list them are there
+            if net.type == "custom":
+                plan.extend(self._plan_custom_leftovers(net, interfaces, endpoints))
+        for name in sorted(jails):
+            if name not in owned and JAIL_NAME_RE.fullmatch(name):
+                self._step(plan, ["jail", "-r", name], note="leftover")
+        plan.extend(dns.plan_unmount_leftovers(self, running))
         wanted = {n.interface for n in networks} | {ep.epair + end for ep in endpoints if ep.epair for end in "ab"}
         for name in sorted(self.host.group_members(GROUP) - wanted):
             if self._epair_b_end(name, interfaces):
@@ -477,7 +747,11 @@ class FreeBSDPlatform:
             self._step(plan, ["ifconfig", name, "destroy"], note="leftover")
         for net in networks:
             iface = interfaces.get(net.interface)
-            if iface is None:
+            if net.type == "custom":
+                if iface is None:
+                    continue  # the host's interface is gone: its jails are wired again when it is back
+                # (its own addresses, MTU and state are not kleenenet's to repair)
+            elif iface is None:
                 plan.extend(self._plan_network_interface(net))
             else:
                 plan.extend(self._plan_repair_interface(net, iface, endpoints))
@@ -491,16 +765,29 @@ class FreeBSDPlatform:
                 wired = [ep for ep in endpoints if ep.container_id == c.id]
                 plan.extend(self._plan_jail_list_reset(c, jails[name], wired))
         names = {n.name for n in networks}
-        loaded = self.host.anchors(pf.ANCHOR_ROOT)
-        for path in loaded:
-            if path.rpartition("/")[2] not in names:
+        loaded = self.host.anchors(pf.ANCHOR_ROOT)  # kleenenet/<network>[/ports[/<container id>]]
+        by_id = {n.id: n for n in networks}
+        ports = {}  # the running containers' port anchors: path -> text
+        for c in running:
+            mine = [(by_id[ep.network_id], ep) for ep in endpoints if ep.container_id == c.id]
+            ports.update(self._port_anchors(c, mine) if c.public_ports else {})
+        for path in sorted(loaded, key=lambda p: -p.count("/")):  # children before their network
+            parts = path.split("/")
+            if (len(parts) == 2 and parts[1] not in names) or (len(parts) == 4 and path not in ports):
                 self._step(plan, ["pfctl", "-a", path, "-F", "all"], note="leftover")
+                if len(parts) == 4:  # a container's ports: what they let in goes with them
+                    for old in sorted(set(self.host.rule_labels(path))):
+                        self._step(plan, ["pfctl", "-k", "label", "-k", old])
         plan.extend(self._plan_forwarding(networks))
         for net in networks:
             members = self._members(net, endpoints)
             text = pf.render(net, networks, members)
             if not self._anchor_is_loaded(net, text, members, loaded):
                 argv = ["pfctl", "-a", pf.anchor(net), "-f", "-"]
+                plan.add(command_text(argv, text), lambda argv=argv, text=text: self.runner.run(argv, text))
+        for path, text in sorted(ports.items()):
+            if path not in loaded or pf.label(text) not in self.host.rule_labels(path):
+                argv = ["pfctl", "-a", path, "-f", "-"]
                 plan.add(command_text(argv, text), lambda argv=argv, text=text: self.runner.run(argv, text))
         return plan
 
@@ -533,8 +820,27 @@ class FreeBSDPlatform:
             prefix = ipaddress.ip_network(subnet).prefixlen if gw else None
             if gw and f"{gw}/{prefix}" not in present:
                 self._step(plan, ["ifconfig", net.interface, _inet(_family(gw)), f"{gw}/{prefix}", "alias"])
+        if net.type == "bridge" and iface.mtu != net.mtu:  # (its members follow: if_bridge.c)
+            self._step(plan, ["ifconfig", net.interface, "mtu", str(net.mtu)])
         if not iface.up:
             self._step(plan, ["ifconfig", net.interface, "up"])
+        return plan
+
+    def _plan_custom_leftovers(self, net: Network, interfaces, endpoints: list[Endpoint]) -> Plan:
+        """The aliases kleenenet added to a custom network's interface that no wired endpoint
+        owns any more: host addresses of the network's subnets that one of kleenenet's jails lists
+        (running, or left over by a crash). The interface's own addresses are never touched."""
+        plan = Plan("custom-leftovers")
+        iface = interfaces.get(net.interface)
+        if iface is None:
+            return plan
+        keep = {a for ep in endpoints if ep.network_id == net.id for a in (ep.ip_address, ep.ip_address6) if a}
+        subnets = [ipaddress.ip_network(s) for s in (net.subnet, net.subnet6) if s]
+        foreign = self._foreign_addresses(net, interfaces)
+        for addr in (*iface.inet, *iface.inet6):
+            ip = str(addr.ip)
+            if ip not in keep and ip not in foreign and any(addr.ip in subnet for subnet in subnets):
+                self._step(plan, ["ifconfig", net.interface, _inet(addr.version), ip, "-alias"], note="leftover")
         return plan
 
     def _plan_jail_list_reset(self, c: Container, jail, wired: list[Endpoint]) -> Plan:

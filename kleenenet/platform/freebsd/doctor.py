@@ -4,6 +4,9 @@ it found and, when something is missing, the exact line to add and where. kleene
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from kleenenet.errors import HostError
 from kleenenet.model import Network
 from kleenenet.platform import Check
@@ -13,6 +16,16 @@ from kleenenet.platform.freebsd import FORWARDING, JAIL_OPTION_RELEASE, RA_WITH_
 from kleenenet.platform.freebsd.pf import ANCHOR_ROOT
 
 REFERENCES = (("nat-anchor", "nat"), ("rdr-anchor", "nat"), ("anchor", "rules"))
+FRAGMENT = "share/kleenenet/pf/kleenenet.conf"  # pf/kleenenet.conf, installed below the prefix
+
+
+def fragment_path() -> Path:
+    """pf/kleenenet.conf where it is: installed with kleenenet (pyproject's data-files), or in
+    the checkout kleenenet runs from; else where the package would put it."""
+    for candidate in (Path(sys.prefix) / FRAGMENT, Path(__file__).resolve().parents[3] / "pf" / "kleenenet.conf"):
+        if candidate.is_file():
+            return candidate
+    return Path("/usr/local") / FRAGMENT
 
 
 def _module_loaded(runner: Runner, module: str) -> bool:
@@ -35,14 +48,17 @@ def _checks(runner: Runner, networks: list[Network]) -> list[Check]:
     found.append(Check(True, "pf is enabled") if enabled else
                  Check(False, "pf is disabled", 'enable it with `pfctl -e`; at boot: pf_enable="YES" in /etc/rc.conf'))
 
+    # The loaded main ruleset, not /etc/pf.conf: what is in effect.
+    include = f'`include "{fragment_path()}"` (kleenenet\'s pf fragment: all three anchor lines)'
     for kind, listing in REFERENCES:
         refs = parsers.parse_anchor_references(runner.run(["pfctl", "-s", listing]))
         if (kind, f"{ANCHOR_ROOT}/*") in refs:
             found.append(Check(True, f'the main ruleset has {kind} "{ANCHOR_ROOT}/*"'))
         else:
             found.append(Check(False, f'the main ruleset lacks {kind} "{ANCHOR_ROOT}/*"',
-                               f'add `{kind} "{ANCHOR_ROOT}/*"` to /etc/pf.conf with the other '
-                               f'{"translation" if kind != "anchor" else "filter"} rules, then `pfctl -f /etc/pf.conf`'))
+                               f'add {include} to /etc/pf.conf after your translation rules and before your '
+                               f'filter rules, or `{kind} "{ANCHOR_ROOT}/*"` with the other '
+                               f'{"translation" if kind != "anchor" else "filter"} rules; then `pfctl -f /etc/pf.conf`'))
 
     found.extend(_skip_checks(runner, networks))
     found.append(_release_check(runner))
@@ -76,7 +92,12 @@ def _checks(runner: Runner, networks: list[Network]) -> list[Check]:
 
 FORWARDING6 = FORWARDING[6]
 LOOPBACK_FIX = ('in /etc/pf.conf, drop `set skip on` for {what} and add `pass quick on lo0` after '
-                '`anchor "kleenenet/*"` (kleenenet\'s rules come first; then lo0 passes), then `pfctl -f /etc/pf.conf`')
+                '`anchor "kleenenet/*"` (kleenenet\'s rules come first; then lo0 passes: pf/kleenenet.conf has both), '
+                'then `pfctl -f /etc/pf.conf`')
+# The host's own connections to its own addresses cross lo0: a published port's `rdr on lo0`
+# acts only where pf sees lo0 (pf.conf(5): translation applies to packets passing the interface).
+PUBLISHED_PORTS = ("; and the host's own connections to a published port at its own address are not "
+                   "redirected to the container")
 
 
 def _skip_checks(runner: Runner, networks: list[Network]) -> list[Check]:
@@ -95,21 +116,24 @@ def _skip_checks(runner: Runner, networks: list[Network]) -> list[Check]:
         found.append(Check(bad, "pf skips interface group lo (`set skip on lo`): lo0 and every loopback network's "
                            f"interface (cloned from lo: {names}); traffic between ipnet jails of loopback networks, "
                            "from ipnet jails to the host, and between ipnet jails on bridge networks is not "
-                           "filtered: isolation, --no-icc and the block of the host's services do not hold",
+                           "filtered: isolation, --no-icc and the block of the host's services do not hold"
+                           + PUBLISHED_PORTS,
                            LOOPBACK_FIX.format(what="lo")))
     elif "lo0" in skipped:
         found.append(Check(bad, "pf skips lo0 (`set skip on lo0`): traffic from ipnet jails to the host's own "
                            "addresses, and all traffic of ipnet jails on bridge networks (their addresses are "
                            "reached over lo0), is not filtered: those jails reach the host's services, and "
                            "--no-icc and isolation do not hold between ipnet jails on bridge networks (between "
-                           "ipnet jails of loopback networks they hold: that traffic crosses kleeneN)",
+                           "ipnet jails of loopback networks they hold: that traffic crosses kleeneN)"
+                           + PUBLISHED_PORTS,
                            LOOPBACK_FIX.format(what="lo0")))
     for net in networks:
         if net.interface in skipped and "lo" not in skipped:
             found.append(Check(False, f"pf skips {net.interface}, the interface of network {net.name!r}: traffic "
                                "between its jails is not filtered", LOOPBACK_FIX.format(what=net.interface)))
     if not found:
-        found.append(Check(True, "pf filters lo0 and kleenenet's loopback interfaces"))
+        found.append(Check(True, "pf filters lo0 and kleenenet's loopback interfaces (the host reaches published "
+                                 "ports of ipnet jails at its own addresses)"))
     return found
 
 

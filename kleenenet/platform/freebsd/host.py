@@ -6,12 +6,13 @@ system a PreviewRunner answers the read-only questions as a blank FreeBSD host w
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 from pathlib import Path
 
 from kleenenet.errors import HostError, KleenenetError
-from kleenenet.platform.freebsd import parsers
+from kleenenet.platform.freebsd import parsers, zfs
 
 
 def command_text(argv: list[str], stdin: str | None = None) -> str:
@@ -38,14 +39,25 @@ class Runner:
         """Whether a query command exits 0 (e.g. pgrep: is any process in this jail?)."""
         return subprocess.run(argv, capture_output=True).returncode == 0
 
-    def start(self, argv: list[str], log: Path | None) -> subprocess.Popen:
+    def start(self, argv: list[str], log: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen:
         """Start a long-running command: in the foreground with our terminal, or detached with
-        its output in `log`."""
-        if log is None:
-            return subprocess.Popen(argv)
-        with open(log, "ab") as out:
-            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    start_new_session=True)
+        its output in `log`; `env` is added to our environment for it."""
+        environ = {**os.environ, **env} if env else None
+        try:
+            if log is None:
+                return subprocess.Popen(argv, env=environ)
+            with open(log, "ab") as out:
+                return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                        start_new_session=True, env=environ)
+        except OSError as e:
+            raise HostError(f"cannot run {argv[0]}: {e.strerror}") from None
+
+    def is_directory(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def libzfs(self):
+        """py-libzfs (imported on first use: only ZFS images need it)."""
+        return zfs.import_libzfs()
 
 
 PREVIEW_IFCONFIG = """\
@@ -79,10 +91,14 @@ class PreviewRunner(Runner):
         ("sysctl", "-n", "net.inet6.ip6.forwarding"): "0\n",
         ("sysctl", "-n", "net.inet6.ip6.rfc6204w3"): "0\n",
         ("sysctl", "-n", "kern.osreldate"): "1402000\n",
-        ("pfctl", "-a", "kleenenet", "-s", "Anchors"): "",
+        ("mount", "-p"): "",
     }
 
     def run(self, argv: list[str], stdin: str | None = None) -> str:
+        if argv[0] == "sockstat":  # nothing listens
+            return "USER     COMMAND    PID   FD PROTO  LOCAL ADDRESS         FOREIGN ADDRESS\n"
+        if argv[:2] == ["pfctl", "-v"] and argv[-2:] == ["-s", "Anchors"]:  # no anchor anywhere
+            return ""
         answer = self.ANSWERS.get(tuple(argv))
         if answer is None:
             raise KleenenetError(f"cannot run {shlex.join(argv)}: this is not FreeBSD "
@@ -92,8 +108,14 @@ class PreviewRunner(Runner):
     def succeeds(self, argv: list[str]) -> bool:
         return False
 
-    def start(self, argv: list[str], log: Path | None) -> subprocess.Popen:
+    def start(self, argv: list[str], log: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen:
         raise KleenenetError("this is not FreeBSD: --platform freebsd only shows plans here (add --dry-run)")
+
+    def is_directory(self, path: str) -> bool:
+        return True  # this machine's directories are not the FreeBSD host's: not checked
+
+    def libzfs(self):
+        return zfs.PreviewLibZFS()
 
 
 def _parsed(parse, text: str, *args):
@@ -135,13 +157,20 @@ class Host:
         return self.runner.run(["sysctl", "-n", key]).strip()
 
     def anchors(self, parent: str) -> list[str]:
-        return _parsed(parsers.parse_anchors, self.runner.run(["pfctl", "-a", parent, "-s", "Anchors"]))
+        """Every anchor below `parent`, nested ones too (-v)."""
+        return _parsed(parsers.parse_anchors, self.runner.run(["pfctl", "-v", "-a", parent, "-s", "Anchors"]))
 
     def rule_labels(self, anchor: str) -> list[str]:
         return _parsed(parsers.parse_rule_labels, self.runner.run(["pfctl", "-a", anchor, "-s", "rules"]))
 
     def table(self, anchor: str, table: str) -> list[str]:
         return _parsed(parsers.parse_table_show, self.runner.run(["pfctl", "-a", anchor, "-t", table, "-T", "show"]))
+
+    def listening(self, protocol: str) -> list[parsers.Socket]:
+        """The host's sockets listening (for UDP: bound and not connected) with `protocol`, IPv4
+        and IPv6. Only the host's network stack: a vnet jail's sockets are in its own."""
+        text = self.runner.run(["sockstat", "-46l", "-P", protocol])
+        return [s for s in _parsed(parsers.parse_sockstat, text) if s.protocol == protocol]
 
     def autoconfiguring_interfaces(self) -> list[str]:
         """Interfaces that take IPv6 settings from router advertisements (nd6 ACCEPT_RTADV)."""

@@ -7,6 +7,7 @@ FreeBSD do not break it; output it cannot make sense of raises ValueError with o
 what was wrong, never a KeyError or IndexError from deep inside.
 
   parse_ifconfig           `ifconfig -a` / `ifconfig NAME`
+  addresses                an interface of it, reduced to its addresses but link-local ones
   parse_routes             `netstat -rn --libxo json`
   default_route_interface  the same, reduced to the default route's interface
   parse_jls                `jls --libxo json [-v]`
@@ -16,6 +17,7 @@ what was wrong, never a KeyError or IndexError from deep inside.
   skipped_interfaces       `pfctl -s Interfaces -v`
   parse_rule_labels        `pfctl -a ANCHOR -s rules`, reduced to the rules' labels
   parse_table_show         `pfctl -a ANCHOR -t TABLE -T show`
+  parse_sockstat           `sockstat [-46] [-l] [-P PROTOCOLS] [-p PORTS]`, Internet sockets
 """
 
 from __future__ import annotations
@@ -138,6 +140,12 @@ def _inet6(words: list[str]) -> ipaddress.IPv6Interface:
             raise ValueError("no prefixlen")
         length = words[words.index("prefixlen") + 1]
     return ipaddress.IPv6Interface(f"{address}/{length}")
+
+
+def addresses(iface: Interface) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """The interface's IPv4 and IPv6 addresses with their prefixes, in ifconfig's order, without
+    IPv6 link-local ones (fe80::/10: each link has its own, they say nothing of a LAN)."""
+    return [*iface.inet, *(a for a in iface.inet6 if not a.is_link_local)]
 
 
 # --- netstat -rn --libxo json ------------------------------------------------------------------
@@ -380,3 +388,52 @@ def parse_table_show(text: str) -> list[str]:
             raise ValueError(f"pfctl -T show line {number} is not an address: {entry!r}") from None
         addresses.append(entry)
     return addresses
+
+
+# --- sockstat ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Socket:
+    protocol: str  # "tcp", "udp", "sctp" (without the 4/6/46 sockstat appends)
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None  # None: the wildcard, "*"
+    port: int  # 0 for "*"
+
+
+# PROTO is the protocol name with 4, 6 or 46 for the families (display() in
+# usr.bin/sockstat/sockstat.c); UNIX sockets show stream, dgram or seqpac and are skipped.
+_SOCK_PROTO = re.compile(r"(?P<name>tcp|udp|sctp|toe|div)(?:4|6|46)")
+
+
+def _sock_address(text: str, number: int) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None, int]:
+    # printaddr() in sockstat.c: "ADDR:PORT" with no brackets around IPv6 ("::1:631",
+    # "fe80::1%lo0:123"); "*" for the unspecified address and for port 0.
+    address, colon, port = text.rpartition(":")
+    if not colon or not (port == "*" or port.isdigit()):
+        raise ValueError(f"sockstat line {number}: {text!r} is not ADDRESS:PORT")
+    if address == "*":
+        return None, 0 if port == "*" else int(port)
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        raise ValueError(f"sockstat line {number}: {text!r} has no IP address") from None
+    return ip, 0 if port == "*" else int(port)
+
+
+def parse_sockstat(text: str) -> list[Socket]:
+    """The local ends of the Internet sockets sockstat lists: USER COMMAND PID FD PROTO
+    LOCAL-ADDRESS FOREIGN-ADDRESS, one socket per line (a socket with several descriptors is
+    listed once for each). The header and UNIX sockets are skipped."""
+    sockets = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        # COMMAND is at most 10 characters but may hold a blank: find PROTO from the fifth word on.
+        at = next((i for i in range(4, len(words)) if _SOCK_PROTO.fullmatch(words[i])), None)
+        if at is None:
+            continue
+        if at + 1 >= len(words):
+            raise ValueError(f"sockstat line {number}: no local address after {words[at]!r}")
+        address, port = _sock_address(words[at + 1], number)
+        name = _SOCK_PROTO.fullmatch(words[at])["name"]
+        sockets.append(Socket("tcp" if name == "toe" else name, address, port))  # toe: TCP offload
+    return sockets

@@ -13,6 +13,24 @@ Every packet a container sends is checked against the addresses it owns:
   must carry a source of that network (that port's own address on loopback networks), and a
   kleenenet source arriving from anywhere else is dropped. Masquerading by source therefore
   only ever applies to packets that came in through the network's own interfaces.
+
+A custom network is the LAN's (an existing bridge or NIC of the host, not kleenenet's): its
+subnet is in none of the maps and sets above, so nothing here drops, routes or masquerades the
+LAN's own traffic, the host's included. Its containers' ports on a LAN bridge are still bound to
+their MACs and addresses: a container spoofs no one on the LAN either.
+
+Published ports (ports.forwards says where each leads) are elements of data maps and sets, never
+rules or verdict-map elements, so one more port costs the same whatever the number published:
+- published4/6: interface . protocol . host port -> container address . port, the DNAT of what
+  arrives from outside for one of the host's own addresses;
+- published_local4/6: protocol . host port -> the same, for the host's own connections and the
+  containers' (hairpin) to the host's addresses (loopback addresses aside);
+- published_targets4/6: container address . protocol . port, the destinations forward accepts
+  for connections DNAT led there (not from internal networks), before the networks' verdicts.
+Ports that keep their number (-p 8080, -p 9000-18999) are intervals instead, in the same three
+kinds of maps and sets with `_ranges` after `published`, `published_local` and `published_target`
+(the DNAT keeps the port): a range of 10 000 ports is one element, not 10 000.
+Attaching or detaching a container changes exactly its own elements (forwards_batch).
 """
 
 from __future__ import annotations
@@ -26,6 +44,7 @@ from functools import cache
 from kleenenet.errors import HostError
 from kleenenet.model import Endpoint, Network
 from kleenenet.platform import digest
+from kleenenet.ports import Forward
 
 TABLES = ("inet kleenenet", "bridge kleenenet")
 # address map -> (address family attribute, prefix of the per-network chain it jumps to)
@@ -63,6 +82,7 @@ def port_of(ifname: str, net: Network, ep: Endpoint, mac: str) -> Port:
 class FirewallState:
     networks: list[Network]
     ports: list[Port] = field(default_factory=list)
+    forwards: list[Forward] = field(default_factory=list)
 
 
 def _q(ifname: str) -> str:
@@ -90,10 +110,54 @@ def port_elements(p: Port) -> dict[tuple[str, str], list[str]]:
     return els
 
 
+def forward_elements(forwards: list[Forward]) -> dict[tuple[str, str], list[str]]:
+    """(table, map or set) -> the elements that publish `forwards`; a key already there keeps
+    its first value (one host port/protocol has one owner: the service sees to it). Ports that
+    keep their number are grouped into runs of consecutive ports, one interval element each."""
+    out: dict[tuple[str, str], dict[str, str | None]] = {}
+
+    def put(name: str, key: str, value: str | None = None) -> None:
+        out.setdefault(("inet kleenenet", name), {}).setdefault(key, value)
+
+    same_port: dict[tuple[int, str, str, str], list[int]] = {}
+    for f in forwards:
+        if f.host_port == f.container_port:
+            same_port.setdefault((f.family, f.protocol, f.interface, f.address), []).append(f.host_port)
+            continue
+        to = f"{f.address} . {f.container_port}"
+        put(f"published{f.family}", f"{_q(f.interface)} . {f.protocol} . {f.host_port}", to)
+        put(f"published_local{f.family}", f"{f.protocol} . {f.host_port}", to)
+        put(f"published_targets{f.family}", f"{f.address} . {f.protocol} . {f.container_port}")
+    for (family, protocol, interface, address), numbers in sorted(same_port.items()):
+        for first, last in _runs(numbers):
+            span = str(first) if first == last else f"{first}-{last}"
+            put(f"published_ranges{family}", f"{_q(interface)} . {protocol} . {span}", address)
+            put(f"published_local_ranges{family}", f"{protocol} . {span}", address)
+            put(f"published_target_ranges{family}", f"{address} . {protocol} . {span}")
+    return {k: [key if value is None else f"{key} : {value}" for key, value in els.items()] for k, els in out.items()}
+
+
+def _runs(numbers: list[int]) -> list[tuple[int, int]]:
+    """Consecutive numbers as (first, last) runs: [1, 2, 3, 7] -> [(1, 3), (7, 7)]."""
+    runs: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return [(first, last) for first, last in runs]
+
+
+def own_networks(networks: list[Network]) -> list[Network]:
+    """The networks whose traffic kleenenet filters, routes and masquerades: not the LAN's."""
+    return [n for n in networks if n.type != "custom"]
+
+
 def elements(state: FirewallState) -> dict[tuple[str, str], list[str]]:
     """Every element of every set and map of both tables."""
     out: dict[tuple[str, str], list[str]] = {}
-    for n in state.networks:
+    networks = own_networks(state.networks)
+    for n in networks:
         for m, (attr, chain) in MAPS.items():
             if getattr(n, attr):
                 out.setdefault(("inet kleenenet", m), []).append(f"{getattr(n, attr)} : jump {chain}_{n.id}")
@@ -106,8 +170,9 @@ def elements(state: FirewallState) -> dict[tuple[str, str], list[str]]:
     for p in state.ports:
         for key, els in port_elements(p).items():
             out.setdefault(key, []).extend(els)
+    out.update(forward_elements(state.forwards))
     for attr, set_ in (("subnet", "subnets4"), ("subnet6", "subnets6")):
-        out[("inet kleenenet", set_)] = [getattr(n, attr) for n in state.networks if getattr(n, attr)]
+        out[("inet kleenenet", set_)] = [getattr(n, attr) for n in networks if getattr(n, attr)]
     return {k: sorted(v) for k, v in out.items() if v}
 
 
@@ -123,7 +188,8 @@ def _templates():
 
 def _render(state: FirewallState, els: dict, rules: str) -> str:
     return _templates().get_template("ruleset.nft.j2").render(  # in name order: one text per state
-        networks=sorted(state.networks, key=lambda n: n.name), elements=els, digest=rules)
+        tables=bool(state.networks), networks=sorted(own_networks(state.networks), key=lambda n: n.name),
+        elements=els, digest=rules)
 
 
 def rules_digest(state: FirewallState) -> str:
@@ -136,6 +202,8 @@ def render(state: FirewallState) -> str:
 
 
 def _batch(verb: str, els: dict[tuple[str, str], list[str]]) -> str:
+    if verb == "delete":  # a map's element goes by its key
+        els = {k: [e.partition(" : ")[0] for e in items] for k, items in els.items()}
     return "".join(f"{verb} element {table} {set_} {{ {', '.join(items)} }}\n"
                    for (table, set_), items in els.items() if items)
 
@@ -148,24 +216,38 @@ def delete_port(p: Port) -> str:
     return _batch("delete", port_elements(p))
 
 
+def forwards_batch(before: list[Forward], after: list[Forward]) -> str:
+    """What changes one container's published elements from `before` to `after` (a map
+    element whose value changes is deleted, then added)."""
+    old, new = forward_elements(before), forward_elements(after)
+    gone = {k: sorted(set(els) - set(new.get(k, ()))) for k, els in old.items()}
+    came = {k: sorted(set(els) - set(old.get(k, ()))) for k, els in new.items()}
+    return _batch("delete", gone) + _batch("add", came)
+
+
 # what is loaded
 
-def _canonical(value) -> str:
-    """An element of `nft -j` output written the way the template writes it (names unquoted)."""
-    if isinstance(value, list):  # a map element: [key, verdict]
-        key, verdict = value
-        (kind, arg), = verdict.items()
-        return f"{_canonical(key)} : {kind} {arg['target']}"
+def _canonical(value, wide: bool) -> str:
+    """An element of `nft -j` output written the way the template writes it (names unquoted;
+    integers are ports, or 128-bit addresses in a `wide` set)."""
+    if isinstance(value, list):  # a map element: [key, verdict or data]
+        key, data = value
+        if isinstance(data, dict) and data.keys() & {"jump", "goto"}:
+            (kind, arg), = data.items()
+            return f"{_canonical(key, wide)} : {kind} {arg['target']}"
+        return f"{_canonical(key, wide)} : {_canonical(data, wide)}"
     if isinstance(value, dict):
         if "concat" in value:
-            return " . ".join(_canonical(v) for v in value["concat"])
+            return " . ".join(_canonical(v, wide) for v in value["concat"])
         if "prefix" in value:
             return f"{value['prefix']['addr']}/{value['prefix']['len']}"
+        if "range" in value:  # a port range in an interval set
+            return "-".join(_canonical(v, wide) for v in value["range"])
         if "elem" in value:
-            return _canonical(value["elem"]["val"])
+            return _canonical(value["elem"]["val"], wide)
         raise ValueError(f"unexpected nft element {value}")
     if isinstance(value, int):
-        return f"0x{value:032x}"
+        return f"0x{value:032x}" if wide else str(value)
     return value
 
 
@@ -180,7 +262,8 @@ def loaded(nft: Nft) -> tuple[list[str], dict[tuple[str, str], list[str]]]:
         for obj in listing:
             (kind, body), = obj.items()
             if kind in ("set", "map") and body.get("elem"):
-                els[(table, body["name"])] = sorted(_canonical(e) for e in body["elem"])
+                wide = body["name"] == "nd_targets"  # addresses as integers
+                els[(table, body["name"])] = sorted(_canonical(e, wide) for e in body["elem"])
             elif kind == "rule" and "comment" in body:
                 comments.append(body["comment"])
     return comments, els

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+import sys
+import threading
 
 from kleenenet.platform import first_free_name
 from kleenenet.platform.linux.namespaces import netlink_socket
@@ -19,11 +19,53 @@ IFA_F_NODAD = 0x02  # addresses kleenenet assigns are unique by construction: sk
 RTNH_F_ONLINK = 0x04
 IN6_ADDR_GEN_MODE_EUI64, IN6_ADDR_GEN_MODE_NONE = 0, 1
 NUD_PERMANENT = 0x80
-ENOENT, EEXIST, ENODEV = 2, 17, 19
+RT_SCOPE_UNIVERSE = 0
+RTPROT_RA = 9
+IFF_UP, IFF_LOOPBACK = 0x1, 0x8
+ARPHRD_ETHER = 1
+ENOENT, EEXIST, ENODEV, EAFNOSUPPORT = 2, 17, 19, 97
+
+
+# pyroute2's, imported by the first Netlink: commands that only read the state never load them.
+IPRoute = NetlinkError = None
+_importing = threading.Lock()
+
+
+def _import_pyroute2() -> None:
+    """IPRoute and NetlinkError from the modules that define them. `import pyroute2` would run the
+    package's __init__, which imports every API pyroute2 has (NDB, IPDB, conntrack, WireGuard,
+    nl80211...): ~45 ms of each command that touches the host."""
+    global IPRoute, NetlinkError
+    with _importing:
+        if IPRoute is None:
+            _register_without_init("pyroute2")
+            from pyroute2.iproute.linux import IPRoute
+            from pyroute2.netlink.exceptions import NetlinkError
+
+
+def _register_without_init(name: str) -> None:
+    """Register the package `name` without running its __init__, so that its submodules import
+    alone. Asking the package itself for a name it does not have yet (`from pyroute2 import NDB`)
+    runs the real __init__ then."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    package = importlib.util.module_from_spec(spec)
+
+    def __getattr__(attr: str):
+        if importlib.util.find_spec(f"{name}.{attr}") is not None:
+            raise AttributeError(attr)  # a submodule: the import system loads it
+        if package.__dict__.pop("__getattr__", None) is not None:
+            spec.loader.exec_module(package)
+        return getattr(package, attr)
+
+    package.__getattr__ = __getattr__
+    sys.modules[name] = package
 
 
 class Netlink:
     def __init__(self, ns_path: str | None = None):
+        _import_pyroute2()
         self.ipr = IPRoute(use_socket=netlink_socket(ns_path)) if ns_path else IPRoute()
         # A container's socket lives for one plan and only kleenenet changes its interfaces, so
         # name -> index can be remembered; on the host another process may recreate an interface.
@@ -43,17 +85,35 @@ class Netlink:
         return found[0] if found else None
 
     def links(self) -> list[dict]:
-        out = []
-        for link in self.ipr.get_links():
-            info = link.get_attr("IFLA_LINKINFO")
-            out.append({
-                "index": link["index"],
-                "name": link.get_attr("IFLA_IFNAME"),
-                "group": link.get_attr("IFLA_GROUP"),
-                "kind": info.get_attr("IFLA_INFO_KIND") if info else None,
-                "up": bool(link["flags"] & 1),
-            })
-        return out
+        return [self._link(link) for link in self.ipr.get_links()]
+
+    def link(self, name: str) -> dict | None:
+        """One interface as links() gives it (None: no such interface)."""
+        index = self.index(name)
+        if index is None:
+            return None
+        try:
+            return self._link(self.ipr.get_links(index)[0])
+        except NetlinkError as e:
+            if e.code in (ENOENT, ENODEV):  # gone since the lookup
+                return None
+            raise
+
+    @staticmethod
+    def _link(link) -> dict:
+        info = link.get_attr("IFLA_LINKINFO")
+        return {
+            "index": link["index"],
+            "name": link.get_attr("IFLA_IFNAME"),
+            "group": link.get_attr("IFLA_GROUP"),
+            "kind": info.get_attr("IFLA_INFO_KIND") if info else None,
+            "up": bool(link["flags"] & IFF_UP),
+            "mtu": link.get_attr("IFLA_MTU"),
+            "master": link.get_attr("IFLA_MASTER"),  # index of its bridge (bond...), or None
+            "loopback": bool(link["flags"] & IFF_LOOPBACK),
+            "ethernet": link["ifi_type"] == ARPHRD_ETHER,
+            "mac": link.get_attr("IFLA_ADDRESS"),
+        }
 
     def addresses(self) -> list[tuple[str, ipaddress.IPv4Interface | ipaddress.IPv6Interface]]:
         names = {link["index"]: link["name"] for link in self.links()}
@@ -62,6 +122,19 @@ class Netlink:
             addr = a.get_attr("IFA_ADDRESS")
             out.append((names.get(a["index"], str(a["index"])), ipaddress.ip_interface(f"{addr}/{a['prefixlen']}")))
         return out
+
+    def own_addresses(self) -> frozenset[str]:
+        """Every address on the host's interfaces (one dump of addresses, no interface names)."""
+        return frozenset(str(a.get_attr("IFA_ADDRESS")) for a in self.ipr.get_addr())
+
+    def interface_addresses(self, name: str) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+        """The addresses on interface `name`, IPv6 link-local ones aside."""
+        index = self.index(name)
+        if index is None:
+            return []
+        found = (ipaddress.ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+                 for a in self.ipr.get_addr(index=index))
+        return [a for a in found if not (a.version == 6 and a.is_link_local)]
 
     def routes(self) -> list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network, bool]]:
         """(interface, destination, device is kleenenet's) for the main table's routes."""
@@ -87,6 +160,26 @@ class Netlink:
     def has_default_route(self, version: int) -> bool:
         return any(r["dst_len"] == 0 for r in self.ipr.get_routes(family=2 if version == 4 else 10, table=254))
 
+    def ra_interfaces(self) -> list[str]:
+        """The interfaces with IPv6 routes learnt from router advertisements."""
+        names = {link["index"]: link["name"] for link in self.links()}
+        return sorted({names[r.get_attr("RTA_OIF")] for r in self.ipr.get_routes(family=10, table=254)
+                       if r["proto"] == RTPROT_RA and r.get_attr("RTA_OIF") in names})
+
+    def has_global_ipv6(self) -> bool:
+        """An IPv6 address of global scope on an interface that is not kleenenet's, or an IPv6
+        default route: this namespace has IPv6 beyond its own links."""
+        ours = {link["index"] for link in self.links() if link["group"] == KLEENENET_GROUP}
+        if any(a["scope"] == RT_SCOPE_UNIVERSE and a["index"] not in ours for a in self.ipr.get_addr(family=10)):
+            return True
+        return self.has_default_route(6)
+
+    def mtu(self, name: str) -> int | None:
+        index = self.index(name)
+        if index is None:
+            return None
+        return self.ipr.get_links(index)[0].get_attr("IFLA_MTU")
+
     def free_name(self, prefix: str, taken: set[str] = frozenset()) -> str:
         return first_free_name(prefix, {link["name"] for link in self.links()} | set(taken))
 
@@ -98,15 +191,34 @@ class Netlink:
             raise LookupError(f"interface {name} does not exist")
         return index
 
-    def add_link(self, name: str, kind: str, mac: str | None = None) -> None:
+    def add_link(self, name: str, kind: str, mac: str | None = None, mtu: int | None = None) -> None:
         extra = {"address": mac} if mac else {}
         self.ipr.link("add", ifname=name, kind=kind, group=KLEENENET_GROUP, **extra)
+        if mtu:
+            # Set apart from the creation: a bridge keeps an MTU given this way, while one given
+            # at creation follows its ports (1500 again when the last one leaves).
+            self.set_mtu(name, mtu)
 
-    def add_veth(self, name: str, mac: str, peer: str, peer_pid: int, peer_mac: str) -> None:
+    def set_mtu(self, name: str, mtu: int) -> None:
+        self.ipr.link("set", index=self._idx(name), mtu=mtu)
+
+    def add_veth(self, name: str, mac: str, peer: str, peer_pid: int, peer_mac: str,
+                 mtu: int | None = None) -> None:
+        fd = os.open(f"/proc/{peer_pid}/ns/net", os.O_RDONLY)
+        extra = {"mtu": mtu} if mtu else {}
+        try:
+            self.ipr.link("add", ifname=name, kind="veth", group=KLEENENET_GROUP, address=mac, **extra,
+                          peer={"ifname": peer, "net_ns_fd": fd, "address": peer_mac, **extra})
+        finally:
+            os.close(fd)
+
+    def add_macvlan(self, name: str, parent: str, mac: str, peer_pid: int) -> None:
+        """A macvlan child of `parent` in bridge mode, created straight into the namespace of
+        process `peer_pid` as `name` (it never exists on the host's side)."""
         fd = os.open(f"/proc/{peer_pid}/ns/net", os.O_RDONLY)
         try:
-            self.ipr.link("add", ifname=name, kind="veth", group=KLEENENET_GROUP, address=mac,
-                          peer={"ifname": peer, "net_ns_fd": fd, "address": peer_mac})
+            self.ipr.link("add", ifname=name, kind="macvlan", macvlan_mode="bridge", link=self._idx(parent),
+                          group=KLEENENET_GROUP, address=mac, net_ns_fd=fd)
         finally:
             os.close(fd)
 
@@ -128,7 +240,11 @@ class Netlink:
     def disable_ipv6_autoconf(self, name: str) -> None:
         """No link-local address, hence no DAD, router solicitations or MLD from this interface.
         Hundreds of chatty ports on one bridge make every later attach slower."""
-        self._set_addr_gen_mode(name, IN6_ADDR_GEN_MODE_NONE)
+        try:
+            self._set_addr_gen_mode(name, IN6_ADDR_GEN_MODE_NONE)
+        except NetlinkError as e:
+            if e.code != EAFNOSUPPORT:  # no IPv6 on the link at all (an MTU below 1280)
+                raise
 
     def set_eui64_autoconf(self, name: str) -> None:
         """A link-local address derived from the MAC, whatever the namespace's default mode."""
@@ -151,6 +267,13 @@ class Netlink:
 
     def add_neighbour(self, dev: str, address: str, mac: str) -> None:
         self.ipr.neigh("replace", ifindex=self._idx(dev), dst=address, lladdr=mac, state=NUD_PERMANENT)
+
+    def link_with_mac(self, mac: str) -> str | None:
+        return next((link.get_attr("IFLA_IFNAME") for link in self.ipr.get_links()
+                     if link.get_attr("IFLA_ADDRESS") == mac), None)
+
+    def replace_route(self, dst: str, dev: str, gateway: str) -> None:
+        self.ipr.route("replace", dst=dst, oif=self._idx(dev), gateway=gateway, flags=RTNH_F_ONLINK)
 
     def add_route(self, dst: str, dev: str, gateway: str | None = None) -> None:
         kw = {"dst": dst, "oif": self._idx(dev)}
