@@ -3,6 +3,8 @@ so that the command line and the --host client use them without loading pydantic
 
 from __future__ import annotations
 
+import re
+
 from kleenenet.errors import InvalidInput
 
 NETWORK_TYPES = ("loopback", "bridge", "custom")
@@ -84,13 +86,11 @@ def check_nameserver(addr: str) -> str:
 
 
 def _port_range(text: str, spec: str) -> tuple[int, int]:
-    first, dash, last = text.partition("-")
-    try:
-        lo, hi = int(first), int(last) if dash else int(first)
-        if not (first.isdigit() and (last.isdigit() or not dash) and 1 <= lo <= hi <= 65535):
-            raise ValueError
-    except ValueError:
-        raise InvalidInput(f"invalid port {text!r} in {spec!r}: give a port 1-65535 or a range LOW-HIGH") from None
+    # ASCII digits only: int() also reads other scripts' digits ('٨٠'), which no packet filter does
+    found = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", text)
+    lo, hi = (int(found[1]), int(found[2] or found[1])) if found else (0, 0)
+    if not 1 <= lo <= hi <= 65535:
+        raise InvalidInput(f"invalid port {text!r} in {spec!r}: give a port 1-65535 or a range LOW-HIGH")
     return lo, hi
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from kleenenet.errors import InvalidInput
-from kleenenet.vocabulary import AUTO, command_line_networks, parse_driver
+from kleenenet.vocabulary import AUTO, command_line_networks, parse_driver, parse_publish
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -68,3 +68,30 @@ def test_without_root_a_plain_run_is_user_mode():
     assert command_line_networks(None, (), user_mode=True) == ("pasta", ())
     assert command_line_networks(None, (net("private"),), user_mode=True) == ("vnet", (net("private"),))
     assert command_line_networks("disabled", (), user_mode=True) == ("disabled", ())
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("80", ([], "80", "80", "tcp")),
+    ("8080:80/udp", ([], "8080", "80", "udp")),
+    ("eth0:8000-8009:9000-9009", (["eth0"], "8000-8009", "9000-9009", "tcp")),
+])
+def test_published_ports(spec, expected):
+    p = parse_publish(spec)
+    assert (p["interfaces"], p["host_port"], p["container_port"], p["protocol"]) == expected
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("٨٠", "invalid port '٨٠'"),  # digits, but not ASCII ones: int() would read 80
+    ("8080:٨٠", "invalid port '٨٠'"),
+    ("80\n", "invalid port '80\\n'"),
+    ("+80", "invalid port '+80'"),
+    ("0", "invalid port '0'"),
+    ("65536", "invalid port '65536'"),
+    ("9000-8999", "invalid port '9000-8999'"),
+    ("8000-8001:80", "the host and container ranges differ in length"),
+    ("80/sctp", "invalid protocol 'sctp'"),
+])
+def test_bad_published_ports(spec, message):
+    with pytest.raises(InvalidInput) as e:
+        parse_publish(spec)
+    assert message in str(e.value)

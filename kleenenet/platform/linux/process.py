@@ -171,7 +171,7 @@ def resolve_user(user: str, root: str = "/") -> tuple[int, int]:
                     return int(fields[2]), int(fields[3])
     except OSError:
         pass
-    if user.isdigit():
+    if user.isascii() and user.isdigit():
         return int(user), int(user)
     raise HostError(f"no user {user!r} in the container's /etc/passwd")
 
