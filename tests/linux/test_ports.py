@@ -4,8 +4,11 @@ conflicts refused without a trace; closed again when the container goes. Every "
 has its positive control."""
 
 import json
+import queue
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -64,6 +67,11 @@ except OSError as e:
 """
 
 
+# An answer may take a lost first packet's retry (a TCP SYN is sent again after a second);
+# waiting for none takes one second.
+ANSWER, NONE = 3, 1
+
+
 def serve(world, name: str, networks: list[str], listen: list[str], *publish: str) -> None:
     """A detached container on `networks` answering on `listen` (PROTO/PORT), with `-p publish`."""
     world.kn("run", "-d", "--name", name, *(a for n in networks for a in ("-n", n)),
@@ -71,16 +79,49 @@ def serve(world, name: str, networks: list[str], listen: list[str], *publish: st
     wait_for_line(log_of(world, name), "ready")
 
 
+# A UDP peer that never pauses, as a game client or a DNS forwarder: a datagram every 0.1 s from
+# one source port, every answer printed. Its flow's conntrack entry never expires.
+STEADY_PEER = """
+import socket, sys
+addr, port, source = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("", source))
+s.settimeout(0.1)
+while True:
+    s.sendto(b"?", (addr, port))
+    try:
+        print(s.recv(99).decode(), flush=True)
+    except TimeoutError:
+        pass
+"""
+
+
+class SteadyPeer:
+    def __init__(self, world, addr: str, port: int, source: int):
+        self.proc = subprocess.Popen(["ip", "netns", "exec", world.wan, sys.executable, "-c", STEADY_PEER, addr,
+                                      str(port), str(source)], stdout=subprocess.PIPE, text=True)
+        world.servers.append(self.proc)  # ended by the world, by PID
+        self.answers: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [self.answers.put(line.strip()) for line in self.proc.stdout],
+                         daemon=True).start()
+
+    def hears(self, answer: str, within: float = ANSWER) -> bool:
+        """Whether `answer` comes back within `within` seconds (earlier answers are passed over)."""
+        deadline = time.monotonic() + within
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                if self.answers.get(timeout=left) == answer:
+                    return True
+            except queue.Empty:
+                break
+        return False
+
+
 def _answer(r: subprocess.CompletedProcess) -> str | None:
     if r.returncode == 3:
         return None
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()
-
-
-# An answer may take a lost first packet's retry (a TCP SYN is sent again after a second);
-# waiting for none takes one second.
-ANSWER, NONE = 3, 1
 
 
 def ask(where: list[str], addr: str, port: int, proto: str = "tcp", timeout: float = ANSWER) -> str | None:
@@ -299,3 +340,27 @@ def test_a_container_that_joined_out_of_name_order_is_reached(world):
     world.kn("network", "create", "--subnet", "10.2.4.0/24", "b")
     serve(world, "web", ["b", "a"], ["tcp/80"], "8080:80")
     assert from_wan(world, UPLINK_ADDR, 8080) == f"{WAN_ADDR} 80"
+
+
+def test_a_steady_udp_flow_follows_its_port(world):
+    """NAT is decided on a flow's first packet: a UDP peer that began sending before the port was
+    published, or while it led to a container now gone, would keep its first packet's way (to
+    the host, to the gone address) for as long as it keeps sending, unless kleenenet deletes
+    the flow's conntrack entry when the port's target changes."""
+    world.kn("network", "create", "-t", "bridge", "--subnet", "10.2.3.0/24", "--subnet6", "fd00:2:3::/64", "net")
+    plan = world.kn("run", "--dry-run", "-d", "-n", "net", "-p", "5353:53/udp", "-p", "8080:80", "--", "true").stdout
+    assert [line for line in plan.splitlines() if line.startswith("conntrack")] == [
+        "conntrack -D -p udp --orig-port-dst 5353 (flows to the host's own addresses)"]  # not the TCP port
+    peers = {WAN_ADDR: SteadyPeer(world, UPLINK_ADDR, 5353, 40004),
+             WAN6_ADDR: SteadyPeer(world, UPLINK6_ADDR, 5353, 40006)}
+    time.sleep(0.5)  # their flows are tracked, to the host itself, which has nothing on 5353
+    serve(world, "first", ["net"], ["udp/53"], "5353:53/udp")
+    for client, peer in peers.items():
+        assert peer.hears(f"{client} 53"), client
+    # the container goes, and the host takes the port itself: the flow reaches the host
+    world.kn("rm", "-f", "first")
+    host = subprocess.Popen(world.in_host(sys.executable, "-c", SERVER, "udp/5353"), stdout=subprocess.PIPE, text=True)
+    world.servers.append(host)
+    assert host.stdout.readline().strip() == "ready"
+    for client, peer in peers.items():
+        assert peer.hears(f"{client} 5353"), client

@@ -35,7 +35,7 @@ from kleenenet.model import Container, Endpoint, Network
 from kleenenet.plan import Plan
 from kleenenet.platform import stable_mac
 from kleenenet.ports import Forward, forwards
-from kleenenet.platform.linux import dns, firewall, process, usermode
+from kleenenet.platform.linux import conntrack, dns, firewall, process, usermode
 from kleenenet.platform.linux.firewall import FirewallState
 from kleenenet.platform.linux.namespaces import process_alive, set_sysctls_in
 from kleenenet.platform.linux.netlink import KLEENENET_GROUP, Netlink
@@ -359,6 +359,7 @@ class LinuxPlatform:
         delete = firewall.forwards_batch(with_ep, without) + ("" if direct else firewall.delete_port(port))
         if add:
             plan.add(f"nft -f - <<EOF\n{add}EOF", lambda: self.nft.run(add), lambda: self.nft.run(delete))
+        plan.extend(self._plan_forget_udp_flows(without, with_ep))
         ns = {}  # the container's netlink socket, opened when the plan runs
 
         def cnl() -> Netlink:
@@ -481,6 +482,18 @@ class LinuxPlatform:
             delete += firewall.delete_port(firewall.port_of(host, net, ep, container_mac(net, c.id)))
         if delete:
             plan.add(f"nft -f - <<EOF\n{delete}EOF", lambda: self.nft.run(delete))
+        plan.extend(self._plan_forget_udp_flows(with_ep, without))
+        return plan
+
+    def _plan_forget_udp_flows(self, before: list[Forward], after: list[Forward]) -> Plan:
+        """Once published UDP ports lead elsewhere (or nowhere), their flows' entries go: a peer
+        that keeps sending would otherwise keep its first packet's NAT (conntrack.py)."""
+        plan = Plan("conntrack")
+        moved = {f.host_port for f in set(before) ^ set(after) if f.protocol == "udp"}
+        if moved:
+            plan.add(f"conntrack -D -p udp --orig-port-dst {','.join(firewall.spans(moved))} "
+                     "(flows to the host's own addresses)",
+                     lambda: conntrack.forget_udp_flows(moved, self.nl.own_addresses()))
         return plan
 
     @staticmethod

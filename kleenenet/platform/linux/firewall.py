@@ -129,23 +129,22 @@ def forward_elements(forwards: list[Forward]) -> dict[tuple[str, str], list[str]
         put(f"published_local{f.family}", f"{f.protocol} . {f.host_port}", to)
         put(f"published_targets{f.family}", f"{f.address} . {f.protocol} . {f.container_port}")
     for (family, protocol, interface, address), numbers in sorted(same_port.items()):
-        for first, last in _runs(numbers):
-            span = str(first) if first == last else f"{first}-{last}"
+        for span in spans(numbers):
             put(f"published_ranges{family}", f"{_q(interface)} . {protocol} . {span}", address)
             put(f"published_local_ranges{family}", f"{protocol} . {span}", address)
             put(f"published_target_ranges{family}", f"{address} . {protocol} . {span}")
     return {k: [key if value is None else f"{key} : {value}" for key, value in els.items()] for k, els in out.items()}
 
 
-def _runs(numbers: list[int]) -> list[tuple[int, int]]:
-    """Consecutive numbers as (first, last) runs: [1, 2, 3, 7] -> [(1, 3), (7, 7)]."""
+def spans(numbers: list[int]) -> list[str]:
+    """Consecutive numbers as runs, the way nft and conntrack write them: [1, 2, 3, 7] -> ["1-3", "7"]."""
     runs: list[list[int]] = []
     for n in sorted(set(numbers)):
         if runs and n == runs[-1][1] + 1:
             runs[-1][1] = n
         else:
             runs.append([n, n])
-    return [(first, last) for first, last in runs]
+    return [str(first) if first == last else f"{first}-{last}" for first, last in runs]
 
 
 def own_networks(networks: list[Network]) -> list[Network]:
