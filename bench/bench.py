@@ -194,12 +194,14 @@ class InProcess:
 
     def scale(self, type_: str, count: int, window: int = 25) -> None:
         """Attach #1-window against the last `window` of `count`, with the time of each plan step
-        at both ends: what grows, if anything, is named by the step (one kernel call each)."""
+        at both ends: what grows, if anything, is named by the step (one kernel call each). Then
+        a detach among `window` containers against one among `count` (each leave updates the
+        hosts files of the peers on the network)."""
         from kleenenet import plan
 
         subnet = "10.60.0.0/16" if type_ == "bridge" else "10.61.0.0/16"
         self.svc.create_network(f"scale-{type_}", type_, subnet=subnet)
-        times, steps = [], {"first": defaultdict(list), "last": defaultdict(list)}
+        times, leaves, steps = [], [], {"first": defaultdict(list), "last": defaultdict(list)}
         execute = plan.Plan.execute
 
         def timed_execute(p, record):
@@ -220,10 +222,22 @@ class InProcess:
             self.svc.connect(f"s{type_}{i}", f"scale-{type_}")
             times.append((time.perf_counter() - t) * 1000)
             plan.Plan.execute = execute
+            if i < window:  # a leave among few: out and in again
+                t = time.perf_counter()
+                self.svc.disconnect(f"s{type_}{i}", f"scale-{type_}")
+                leaves.append((time.perf_counter() - t) * 1000)
+                self.svc.connect(f"s{type_}{i}", f"scale-{type_}")
+        for i in range(count - window, count):  # a leave among `count`
+            t = time.perf_counter()
+            self.svc.disconnect(f"s{type_}{i}", f"scale-{type_}")
+            leaves.append((time.perf_counter() - t) * 1000)
         a = report(f"  {type_}: attach #1-{window} (in-process)", times[:window])
         b = report(f"  {type_}: attach #{count - window + 1}-{count} (in-process)", times[-window:])
         print(f"  {type_}: attach #{count} / attach #{window}: {b / a:.2f}x  target <= 1.10x: "
               f"{'met' if b / a <= 1.1 else 'MISSED'}", flush=True)
+        c = report(f"  {type_}: detach among {window} (in-process)", leaves[:window])
+        d = report(f"  {type_}: detach among {count} (in-process)", leaves[-window:])
+        print(f"  {type_}: detach among {count} / among {window}: {d / c:.2f}x", flush=True)
         # every attach counts in a straight-line fit, which medians of the ends' few samples,
         # taken minutes apart, do not
         slope, intercept = statistics.linear_regression(range(count), times)

@@ -13,8 +13,9 @@ resolv.conf  the host's, its nameservers that only answer on the host itself (lo
 hosts        localhost, the container's own name on each of its addresses, and the name of every
              other running container on its networks with its address on the shared network.
              Kept current in place (the same inode: it is mounted): a container joining a network
-             is appended to its peers' files, one leaving has them rewritten; the order of the
-             lines is not part of the content (same_lines).
+             is appended to its peers' files; one leaving has its lines there commented out, a
+             byte each (Files.strike), and a file mostly struck is written anew. Neither order
+             nor comments are part of the content (same_lines).
 
 The text is computed here from the state and what the host's files say (pure); `Files` keeps
 the files in kleenenet's state directory, as the store and the logs are kept there.
@@ -33,6 +34,11 @@ from kleenenet.model import Container, Endpoint
 
 FILES = ("hosts", "resolv.conf")
 FALLBACK = "fallback-resolv.conf"  # in the state directory: `nameserver ADDR` lines
+# A hosts file's header counts the lines struck out of it since it was written; once they are
+# more than COMPACT_AFTER and half the file, it is written anew without them: a leave costs a
+# peer a few bytes, and a file stays about its live size.
+STRUCK, STRUCK_DIGITS = "lines struck since written: ", 8
+COMPACT_AFTER = 64
 # Where a container's name points when it has no address (a `disabled` container): its loopback.
 NO_ADDRESS = "127.0.0.1"
 LOCALHOST = ("127.0.0.1\tlocalhost\n"
@@ -165,8 +171,11 @@ def hosts_lines(name: str, endpoints: list[Endpoint]) -> str:
 
 
 def same_lines(a: str | None, b: str) -> bool:
-    """Whether two hosts files say the same (appended lines come in another order)."""
-    return a is not None and sorted(a.splitlines()) == sorted(b.splitlines())
+    """Whether two hosts files say the same: the same lines, in any order (appended lines come
+    in another), comments (struck lines) aside."""
+    def lines(text: str) -> list[str]:
+        return sorted(line for line in text.splitlines() if not line.startswith("#"))
+    return a is not None and lines(a) == lines(b)
 
 
 def hosts_files(targets: list[str], endpoints: list[Endpoint], names: dict[str, str]) -> dict[str, str]:
@@ -200,7 +209,7 @@ def hosts_files(targets: list[str], endpoints: list[Endpoint], names: dict[str, 
         name = names[cid]
         own = hosts_lines(name, mine[cid]) or f"{NO_ADDRESS}\t{name}\n"
         parts = [f"# kleenenet: hosts of container {name}; kept current as containers join and leave "
-                 "its networks\n", LOCALHOST, own]
+                 f"its networks; {STRUCK}{0:0{STRUCK_DIGITS}d}\n", LOCALHOST, own]
         for ep in mine[cid]:
             text, spans = block(ep.network_id)
             start, end = spans.get(cid, (len(text), len(text)))
@@ -261,6 +270,30 @@ class Files:
             os.write(fd, text.encode())  # (one write: O_APPEND puts it at the end whole)
         finally:
             os.close(fd)
+
+    def strike(self, container_id: str, name: str, text: str) -> bool:
+        """Comment out the lines `text` where they are in a file, if the container has it: '#'
+        over the first byte of each ("10.0.0.4\tc" becomes "#0.0.0.4\tc"), in place, so a leave
+        costs each peer a read and a few bytes, not a rewrite. Whether the file is now mostly struck lines, and worth writing anew."""
+        try:
+            fd = os.open(os.path.join(self.root, container_id, name), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        lines = text.encode().splitlines(keepends=True)
+        try:
+            data = os.pread(fd, os.fstat(fd).st_size, 0)
+            found = [at for at in (data.find(b"\n" + line) for line in lines) if at >= 0]  # whole lines
+            for at in found:
+                os.pwrite(fd, b"#", at + 1)
+            counter = data.find(STRUCK.encode(), 0, data.find(b"\n"))  # in the header
+            if counter < 0:  # a file without the count: written anew once
+                return bool(found)
+            counter += len(STRUCK)
+            struck = int(data[counter:counter + STRUCK_DIGITS]) + len(found)
+            os.pwrite(fd, f"{struck:0{STRUCK_DIGITS}d}".encode(), counter)
+        finally:
+            os.close(fd)
+        return struck > COMPACT_AFTER and 2 * struck * len(text) // max(1, len(lines)) > len(data)
 
     def ids(self) -> list[str]:
         """The containers that have files here."""

@@ -299,8 +299,7 @@ class Service:
                 self._apply(self.platform.plan_detach(net, eps[0], c, self._wired_of(c, eps[0]),
                                                         self._wiring))
             self.store.remove_endpoint(eps[0].id)
-            if eps[0].epair:
-                self._left({net.id}, also=(c,))
+            self._left(c, [ep for ep in eps[:1] if ep.epair])
 
     # containers
 
@@ -588,20 +587,20 @@ class Service:
         """Take a container whose process is gone off its networks (its addresses stay reserved)."""
         failed = False
         stopping = c.model_copy(update={"running": False})  # only the host side needs undoing
-        for ep in self.store.endpoints(container_id=c.id):
-            if ep.epair:
-                try:
-                    self._apply(self.platform.plan_detach(self.store.network(ep.network_id), ep, stopping,
-                                                          self._wired_of(c, ep), self._wiring))
-                except KleenenetError as e:
-                    print(f"kleenenet: {e}", file=sys.stderr)
-                    failed = True
-                self.store.set_epair(ep.id, None)
+        wired = [ep for ep in self.store.endpoints(container_id=c.id) if ep.epair]
+        for ep in wired:
+            try:
+                self._apply(self.platform.plan_detach(self.store.network(ep.network_id), ep, stopping,
+                                                      self._wired_of(c, ep), self._wiring))
+            except KleenenetError as e:
+                print(f"kleenenet: {e}", file=sys.stderr)
+                failed = True
+            self.store.set_epair(ep.id, None)
         self._apply(self.platform.plan_stop(c))
         self._end_helper(c)
         self.store.save_container(c.model_copy(update={"running": False, "pid": None, "pid_start": None,
                                                        "helper_pid": None, "helper_start": None}))
-        self._left({ep.network_id for ep in self.store.endpoints(container_id=c.id)})
+        self._left(c, wired)
         if failed:  # something outside kleenenet changed our table: rewrite it from the state
             self.platform.replace_firewall(self.store.networks(), self._wired_endpoints(), self.store.containers())
 
@@ -763,14 +762,22 @@ class Service:
                     files.append(ep.container_id, "hosts", lines)
         self._rewrite_hosts({c.id}, around)
 
-    def _left(self, network_ids: set[str], also: tuple[Container, ...] = ()) -> None:
-        """A container left these networks: rewrite the hosts files of the running containers
-        there, and of `also`."""
-        if self.dry_run:
+    def _left(self, c: Container, gone: list[Endpoint]) -> None:
+        """`c` was unwired from the endpoints `gone`: its lines there are struck out of the hosts
+        files of the running containers on those networks (a byte each, whatever their number);
+        a file mostly struck, and c's own if it still runs, are written anew."""
+        if self.dry_run or not gone:
             return
-        endpoints = self.store.endpoints()
-        ids = {ep.container_id for ep in endpoints if ep.epair and ep.network_id in network_ids}
-        self._rewrite_hosts(ids | {c.id for c in also}, endpoints)
+        files, rewrite = Files(self.store.state_dir), set()
+        for network_id in sorted({ep.network_id for ep in gone}):
+            lines = hosts_lines(c.name, [ep for ep in gone if ep.network_id == network_id])
+            for ep in self.store.endpoints(network_id=network_id):
+                if ep.epair and ep.container_id != c.id and files.strike(ep.container_id, "hosts", lines):
+                    rewrite.add(ep.container_id)
+        if self.is_running(c.id):
+            rewrite.add(c.id)
+        if rewrite:
+            self._rewrite_hosts(rewrite, self.store.endpoints())
 
     def _reconcile_resolver_files(self) -> None:
         """Rewrite the running containers' files that differ from what the state and the host's

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import tempfile
@@ -163,13 +164,14 @@ def nobody(world):
     os.mknod(tun, 0o20666, os.makedev(10, 200))
     os.chmod(tun, 0o666)
 
-    def kn(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def kn(*args: str, check: bool = True, env: dict[str, str | None] = {}) -> subprocess.CompletedProcess:
         script = 'mount --bind "$0" /dev/net/tun && exec "$@"'
         argv = ["nsenter", f"--net=/run/netns/{world.host}", "unshare", "--mount", "--propagation", "private",
                 "sh", "-c", script, tun, "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
                 *KLEENENET, *args]
-        env = {**world.env, "KLEENENET_STATE_DIR": state, "HOME": home}
-        r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, cwd="/")
+        environ = {**world.env, "KLEENENET_STATE_DIR": state, "HOME": home, **env}  # env: None unsets
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/",
+                           env={k: v for k, v in environ.items() if v is not None})
         if check and r.returncode != 0:
             raise AssertionError(f"kleenenet {' '.join(args)} exited {r.returncode}: {r.stderr}")
         return r
@@ -218,6 +220,22 @@ def test_an_unprivileged_user_runs_a_pasta_container(world, nobody):
     assert process_alive(*helper)
     nobody("stop", "a")
     assert gone(*helper)
+
+
+def test_an_unprivileged_users_state_is_their_own(world, nobody):
+    """Without KLEENENET_STATE_DIR a user's state is $XDG_DATA_HOME/kleenenet, else
+    ~/.local/share/kleenenet: never root's, never another user's."""
+    home = os.path.dirname(nobody.state)
+    nobody("run", "--name", "by-xdg", "-l", "none", "--", "true",
+           env={"KLEENENET_STATE_DIR": None, "XDG_DATA_HOME": os.path.join(home, "data")})
+    nobody("run", "--name", "by-home", "-l", "none", "--", "true", env={"KLEENENET_STATE_DIR": None})
+    for state, name in ((os.path.join(home, "data", "kleenenet"), "by-xdg"),
+                        (os.path.join(home, ".local", "share", "kleenenet"), "by-home")):
+        with sqlite3.connect(f"file:{state}/kleenenet.db?mode=ro", uri=True) as conn:
+            assert conn.execute("SELECT name FROM containers").fetchall() == [(name,)]
+        assert os.stat(state).st_uid == NOBODY and stat.S_IMODE(os.stat(state).st_mode) == 0o700
+    assert not os.path.exists(nobody.state)  # the fixture's own state was not used
+    assert world.kn("ps", "-a").stdout.count("by-") == 0  # nor root's
 
 
 def helper_of_state(state: str, name: str) -> tuple[int, int]:

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kleenenet.dns import (
+    COMPACT_AFTER,
     Files,
     HostResolver,
     hosts_files,
@@ -184,6 +185,40 @@ def test_files_are_rewritten_in_place_readable_by_all(tmp_path):
     assert files.ids() == ["c1"]
     files.remove("c1")
     assert files.ids() == [] and not files.dir("c1").exists()
+
+
+def test_a_leaving_container_is_struck_in_place_and_the_file_says_the_same(tmp_path):
+    """What a leave strikes out of a peer's file says what rewriting that file would; a byte or
+    so per line, in place; the header counts the lines struck since the file was written."""
+    names = {"a": "a", "b": "b", "c": "c"}
+    staying = [ep("1", "n1", "a", "10.0.0.2"), ep("2", "n1", "b", "10.0.0.3")]
+    leaving = ep("3", "n1", "c", "10.0.0.4", "fd00::4")
+    files = Files(tmp_path)
+    files.write("a", "hosts", hosts_files(["a"], staying + [leaving], names)["a"])
+    path, inode = files.dir("a") / "hosts", (files.dir("a") / "hosts").stat().st_ino
+    size = path.stat().st_size
+    assert "lines struck since written: 00000000" in path.read_text().splitlines()[0]
+    assert files.strike("a", "hosts", hosts_lines("c", [leaving])) is False
+    text = path.read_text()
+    assert same_lines(text, hosts_files(["a"], staying, names)["a"])
+    assert "#0.0.0.4\tc" in text.splitlines() and "#d00::4\tc" in text.splitlines()  # '#' over the first byte
+    assert "lines struck since written: 00000002" in text.splitlines()[0]
+    assert path.stat().st_ino == inode and path.stat().st_size == size
+    # a line that is not there (struck already, or never appended) is left alone
+    assert files.strike("a", "hosts", hosts_lines("c", [leaving])) is False
+    assert path.read_text() == text
+    assert files.strike("x", "hosts", "10.0.0.9\tx\n") is False  # a container without files
+
+
+def test_a_file_mostly_struck_is_to_be_written_anew(tmp_path):
+    names = {"a": "a", **{f"p{k}": f"p{k}" for k in range(200)}}
+    peers = [ep(str(k + 2), "n1", f"p{k}", f"10.0.{k // 200}.{k % 200 + 3}") for k in range(200)]
+    files = Files(tmp_path)
+    files.write("a", "hosts", hosts_files(["a"], [ep("1", "n1", "a", "10.0.9.2"), *peers], names)["a"])
+    said = [files.strike("a", "hosts", hosts_lines(peer.container_id, [peer])) for peer in peers]
+    first = said.index(True)
+    assert first > COMPACT_AFTER and all(said[first:])  # once more than half the file is struck
+    assert 100 <= first <= 120
 
 
 def test_a_symlink_is_not_followed(tmp_path):
