@@ -14,7 +14,7 @@ hosts        localhost, the container's own name on each of its addresses, and t
              other running container on its networks with its address on the shared network.
              Kept current in place (the same inode: it is mounted): a container joining a network
              is appended to its peers' files; one leaving has its lines there commented out, a
-             byte each (Files.strike), and a file mostly struck is written anew. Neither order
+             byte a line (Files.strike), and a file mostly struck is written anew. Neither order
              nor comments are part of the content (same_lines).
 
 The text is computed here from the state and what the host's files say (pure); `Files` keeps
@@ -274,7 +274,8 @@ class Files:
     def strike(self, container_id: str, name: str, text: str) -> bool:
         """Comment out the lines `text` where they are in a file, if the container has it: '#'
         over the first byte of each ("10.0.0.4\tc" becomes "#0.0.0.4\tc"), in place, so a leave
-        costs each peer a read and a few bytes, not a rewrite. Whether the file is now mostly struck lines, and worth writing anew."""
+        costs each peer a read and a few bytes, not a rewrite. Whether the file is now mostly
+        struck lines, and worth writing anew."""
         try:
             fd = os.open(os.path.join(self.root, container_id, name), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:

@@ -737,11 +737,12 @@ class Service:
             self._rewrite_hosts({c.id}, self._endpoints_around(c.id))
         return files.dir(c.id)
 
-    def _endpoints_around(self, container_id: str) -> list[Endpoint]:
-        """The endpoints of a container's networks (its own among them): what its hosts file says.
-        Its networks in the order it joined them: its own name resolves first to its first one."""
-        networks = dict.fromkeys(ep.network_id for ep in self.store.endpoints(container_id=container_id))
-        return [ep for network_id in networks for ep in self.store.endpoints(network_id=network_id)]
+    def _endpoints_around(self, *container_ids: str) -> list[Endpoint]:
+        """The endpoints of these containers' networks (their own among them): what their hosts
+        files say. In the order they were made, so each container's own come in the order it
+        joined its networks: its name resolves first to its first one."""
+        networks = {ep.network_id for cid in container_ids for ep in self.store.endpoints(container_id=cid)}
+        return self.store.endpoints(network_ids=networks)
 
     def _rewrite_hosts(self, ids: set[str], endpoints: list[Endpoint]) -> None:
         files, names = Files(self.store.state_dir), self.store.container_names()
@@ -764,7 +765,7 @@ class Service:
 
     def _left(self, c: Container, gone: list[Endpoint]) -> None:
         """`c` was unwired from the endpoints `gone`: its lines there are struck out of the hosts
-        files of the running containers on those networks (a byte each, whatever their number);
+        files of the running containers on those networks (a byte a line, in place);
         a file mostly struck, and c's own if it still runs, are written anew."""
         if self.dry_run or not gone:
             return
@@ -777,7 +778,7 @@ class Service:
         if self.is_running(c.id):
             rewrite.add(c.id)
         if rewrite:
-            self._rewrite_hosts(rewrite, self.store.endpoints())
+            self._rewrite_hosts(rewrite, self._endpoints_around(*rewrite))
 
     def _reconcile_resolver_files(self) -> None:
         """Rewrite the running containers' files that differ from what the state and the host's

@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -289,11 +289,17 @@ class Store:
 
     # endpoints
 
-    def endpoints(self, network_id: str | None = None, container_id: str | None = None) -> list[Endpoint]:
+    def endpoints(self, network_id: str | None = None, container_id: str | None = None,
+                  network_ids: Iterable[str] | None = None) -> list[Endpoint]:
+        """Endpoints in the order they were made; of one network, of several, of one container."""
         query, args = "SELECT * FROM endpoints WHERE 1", []
         if network_id is not None:
             query += " AND network_id = ?"
             args.append(network_id)
+        if network_ids is not None:
+            network_ids = list(network_ids)
+            query += f" AND network_id IN ({', '.join('?' * len(network_ids))})"
+            args += network_ids
         if container_id is not None:
             query += " AND container_id = ?"
             args.append(container_id)

@@ -164,12 +164,12 @@ def nobody(world):
     os.mknod(tun, 0o20666, os.makedev(10, 200))
     os.chmod(tun, 0o666)
 
-    def kn(*args: str, check: bool = True, env: dict[str, str | None] = {}) -> subprocess.CompletedProcess:
+    def kn(*args: str, check: bool = True, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
         script = 'mount --bind "$0" /dev/net/tun && exec "$@"'
         argv = ["nsenter", f"--net=/run/netns/{world.host}", "unshare", "--mount", "--propagation", "private",
                 "sh", "-c", script, tun, "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
                 *KLEENENET, *args]
-        environ = {**world.env, "KLEENENET_STATE_DIR": state, "HOME": home, **env}  # env: None unsets
+        environ = {**world.env, "KLEENENET_STATE_DIR": state, "HOME": home, **(env or {})}  # None unsets
         r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/",
                            env={k: v for k, v in environ.items() if v is not None})
         if check and r.returncode != 0:
