@@ -601,6 +601,13 @@ class Daemon:
                 self.proc.wait()
         return self.proc.returncode
 
+    def stop_and_report(self) -> None:
+        """Stop it, and print its stderr if it said more than where it served, or failed."""
+        code = self.stop()
+        noise = [line for line in self.log if not line.startswith("kleenenet: serving")]
+        if code != 0 or noise:
+            print(f"kleenenet daemon exited {code}; its stderr:\n  " + "\n  ".join(noise), flush=True)
+
 
 class Api:
     """A Kleene client over the daemon's unix socket (aiohttp: HTTP/1.1 with keep-alive, and
@@ -734,19 +741,6 @@ async def api_run_rm(api: Api, n: int) -> None:
     report("daemon run --rm true, bridge (HTTP + WebSocket)", total)
     for step, times in steps.items():
         report(f"  {step}", times)
-
-
-def host_option(w: World, sock: Path) -> list[str] | None:
-    """The global option that sends a `kleenenet` command to a daemon, if this kleenenet has it:
-    `--host` with the first address form it takes (checked with `network ls`)."""
-    if "--host" not in sh(*KLEENENET, "--help", env=w.env).stdout:
-        return None
-    for url in (f"http://{sock}", f"unix://{sock}", str(sock)):
-        if subprocess.run(w.in_host(*KLEENENET, "--host", url, "network", "ls"), check=False, capture_output=True,
-                          env=client_env(w)).returncode == 0:
-            return ["--host", url]
-    print(f"kleenenet --host exists but took none of http://{sock}, unix://{sock}, {sock}", flush=True)
-    return None
 
 
 def client_env(w: World) -> dict:
@@ -889,10 +883,7 @@ def bench_ports(tmp: Path, n: int, peers: bool) -> None:
         report("kleenenet network connect, 1 published port (CLI)", connect)
     finally:
         if daemon:
-            code = daemon.stop()
-            noise = [line for line in daemon.log if not line.startswith("kleenenet: serving")]
-            if code != 0 or noise:
-                print(f"kleenenet daemon exited {code}; its stderr:\n  " + "\n  ".join(noise), flush=True)
+            daemon.stop_and_report()
         w.destroy()
         reap()
     if peers and os.path.exists(NETAVARK):
@@ -942,21 +933,14 @@ def bench_daemon(tmp: Path, n: int) -> None:
                 await api_run_rm(api, n)
         asyncio.run(http())
         cli_connect(w, n, "direct", w.in_host(*KLEENENET), w.env)
-        host = host_option(w, sock)
-        if host:
-            cli_connect(w, n, "through the daemon", w.in_host(*KLEENENET, *host), client_env(w))
-        else:
-            print("kleenenet has no --host option yet: no CLI figure through the daemon", flush=True)
+        cli_connect(w, n, "through the daemon", w.in_host(*KLEENENET, "--host", f"unix://{sock}"), client_env(w))
         if KLEE.exists():
             klee_run(w, sock, n)
         else:
             print(f"{KLEE} is not installed: no klee figure", flush=True)
     finally:
         if daemon:
-            code = daemon.stop()
-            noise = [line for line in daemon.log if not line.startswith("kleenenet: serving")]
-            if code != 0 or noise:
-                print(f"kleenenet daemon exited {code}; its stderr:\n  " + "\n  ".join(noise), flush=True)
+            daemon.stop_and_report()
         w.destroy()  # kills the containers the daemon left running (as a daemon does on SIGTERM)
         reap()
 

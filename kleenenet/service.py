@@ -600,7 +600,7 @@ class Service:
         self._end_helper(c)
         self.store.save_container(c.model_copy(update={"running": False, "pid": None, "pid_start": None,
                                                        "helper_pid": None, "helper_start": None}))
-        self._left(c, wired)
+        self._left(stopping, wired)
         if failed:  # something outside kleenenet changed our table: rewrite it from the state
             self.platform.replace_firewall(self.store.networks(), self._wired_endpoints(), self.store.containers())
 
@@ -775,7 +775,7 @@ class Service:
             for ep in self.store.endpoints(network_id=network_id):
                 if ep.epair and ep.container_id != c.id and files.strike(ep.container_id, "hosts", lines):
                     rewrite.add(ep.container_id)
-        if self.is_running(c.id):
+        if c.running:
             rewrite.add(c.id)
         if rewrite:
             self._rewrite_hosts(rewrite, self._endpoints_around(*rewrite))

@@ -3,16 +3,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.klee import run_klee
 from tests.linux.world import KLEENENET, World
-
-KLEE = str(Path(sys.executable).parent / "klee")
 
 
 def pytest_collection_modifyitems(items):
@@ -62,12 +59,7 @@ class Daemon:
 
     def klee(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """The real klee client, as a user runs it."""
-        r = subprocess.run([KLEE, *args], capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "KLEE_HOST": f"http://{self.socket}", "COLUMNS": "200"})
-        assert "Traceback" not in r.stderr + r.stdout, r.stderr + r.stdout
-        if check:
-            assert r.returncode == 0, r.stderr + r.stdout
-        return r
+        return run_klee(self.socket, *args, check=check)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import unix_connect
 
-from tests.api.conftest import KLEE
+from tests.klee import KLEE
 from tests.linux.world import sh
 
 # The status codes klee's generated client accepts for each call (klee/client/api/default/*.py);

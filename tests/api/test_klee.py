@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.linux.world import UPLINK_ADDR, WAN_ADDR
+from tests.linux.world import UPLINK_ADDR, WAN_ADDR, copy_shell
 
 SERVER = ("import socket\n"
           "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
@@ -155,17 +155,7 @@ def test_containers_of_the_cli_and_of_klee_are_the_same(daemon):
 
 def _tiny_root(root) -> None:
     """A directory with a shell and the libraries it needs, and nothing else."""
-    import shutil
-    import subprocess
-
-    sh = shutil.which("sh")
-    libs = [line.split()[-2] if "=>" in line else line.split()[0]
-            for line in subprocess.run(["ldd", sh], capture_output=True, text=True).stdout.splitlines()
-            if "/" in line]
-    for path, where in [(sh, "/bin/sh"), *zip(libs, libs)]:
-        target = root / where.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
+    copy_shell(root)
     (root / "marker").write_text("inside\n")
     os.mkfifo(root / "fifo")  # `read x < /fifo` waits for ever
 

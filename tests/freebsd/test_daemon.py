@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -28,8 +26,7 @@ from kleenenet.platform.freebsd.host import Runner
 from kleenenet.service import Service
 from kleenenet.store import Store
 from tests.freebsd.simhost import SimulatedFreeBSD
-
-KLEE = str(Path(sys.executable).parent / "klee")
+from tests.klee import run_klee
 FORWARDING = "net.inet.ip.forwarding"
 
 
@@ -106,12 +103,7 @@ class Daemon:
             return self.host.snapshot()
 
     def klee(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        r = subprocess.run([KLEE, *args], check=False, capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "KLEE_HOST": f"http://{self.socket}", "COLUMNS": "200"})
-        assert "Traceback" not in r.stderr + r.stdout, r.stderr + r.stdout
-        if check:
-            assert r.returncode == 0, r.stderr + r.stdout
-        return r
+        return run_klee(self.socket, *args, check=check)
 
 
 @pytest.fixture

@@ -3,11 +3,11 @@ and leave, without restarting anything; the host's resolver settings are followe
 resolver replaced; the machine's own /etc files stay as they were."""
 
 import os
-import shutil
-import subprocess
 import sys
 
 import pytest
+
+from tests.linux.world import copy_shell
 
 MACHINE_FILES = ("/etc/hosts", "/etc/resolv.conf")
 
@@ -133,14 +133,7 @@ def test_a_container_sees_its_own_interfaces_in_sys(world):
 def _tiny_root(root):
     """A root with a shell and the libraries it needs; /etc/hosts a file, /etc/resolv.conf a
     symlink (absolute: it means the root's /run/resolv.conf, not the host's), /sys a directory."""
-    sh = shutil.which("sh")
-    libs = [line.split()[-2] if "=>" in line else line.split()[0]
-            for line in subprocess.run(["ldd", sh], capture_output=True, text=True).stdout.splitlines()
-            if "/" in line]
-    for path, where in [(sh, "/bin/sh"), *zip(libs, libs)]:
-        target = root / where.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
+    copy_shell(root)
     (root / "etc").mkdir()
     (root / "etc" / "hosts").write_text("127.0.0.1 image-own\n")
     (root / "run").mkdir()

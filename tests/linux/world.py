@@ -8,6 +8,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -250,3 +251,15 @@ class World:
                 pass
         for ns in (self.host, self.wan):
             sh("ip", "netns", "del", ns, check=False)
+
+
+def copy_shell(root: Path) -> None:
+    """Into the directory `root`: /bin/sh and the libraries it needs (an image with a shell)."""
+    sh = shutil.which("sh")
+    libs = [line.split()[-2] if "=>" in line else line.split()[0]
+            for line in subprocess.run(["ldd", sh], capture_output=True, text=True).stdout.splitlines()
+            if "/" in line]
+    for path, where in [(sh, "/bin/sh"), *zip(libs, libs)]:
+        target = root / where.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)

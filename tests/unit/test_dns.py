@@ -210,6 +210,15 @@ def test_a_leaving_container_is_struck_in_place_and_the_file_says_the_same(tmp_p
     assert files.strike("x", "hosts", "10.0.0.9\tx\n") is False  # a container without files
 
 
+def test_a_file_without_the_count_is_to_be_written_anew_once_struck(tmp_path):
+    """A hosts file written before the header counted struck lines."""
+    files = Files(tmp_path)
+    files.write("a", "hosts", "# kleenenet: hosts of container a\n10.0.0.2\ta\n10.0.0.4\tc\n")
+    assert files.strike("a", "hosts", "10.0.0.9\tx\n") is False  # nothing struck: nothing to do
+    assert files.strike("a", "hosts", "10.0.0.4\tc\n") is True
+    assert (files.dir("a") / "hosts").read_text().splitlines()[1:] == ["10.0.0.2\ta", "#0.0.0.4\tc"]
+
+
 def test_a_file_mostly_struck_is_to_be_written_anew(tmp_path):
     names = {"a": "a", **{f"p{k}": f"p{k}" for k in range(200)}}
     peers = [ep(str(k + 2), "n1", f"p{k}", f"10.0.{k // 200}.{k % 200 + 3}") for k in range(200)]

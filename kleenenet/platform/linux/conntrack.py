@@ -12,14 +12,12 @@ import socket
 
 from kleenenet.platform.linux import netlink
 
-ENOENT = 2
-
 
 def forget_udp_flows(host_ports: set[int], own_addresses: frozenset[str]) -> None:
     """Delete the entries of UDP flows to `host_ports` at one of the host's own addresses: those a
     published port's DNAT applies to (its rule matches `fib daddr type local` only). The host's
     own outgoing flows (to a DNS server's port 53, say) are left alone."""
-    netlink._import_pyroute2()
+    netlink.import_pyroute2()
     from pyroute2.conntrack import Conntrack, NFCTAttrTuple
 
     own = {ipaddress.ip_address(a) for a in own_addresses}
@@ -32,5 +30,5 @@ def forget_udp_flows(host_ports: set[int], own_addresses: frozenset[str]) -> Non
                 try:
                     ct.delete(entry)
                 except netlink.NetlinkError as e:
-                    if e.code != ENOENT:  # it expired meanwhile
+                    if e.code != netlink.ENOENT:  # it expired meanwhile
                         raise

@@ -31,7 +31,7 @@ IPRoute = NetlinkError = None
 _importing = threading.Lock()
 
 
-def _import_pyroute2() -> None:
+def import_pyroute2() -> None:
     """IPRoute and NetlinkError from the modules that define them. `import pyroute2` would run the
     package's __init__, which imports every API pyroute2 has (NDB, IPDB, conntrack, WireGuard,
     nl80211...): ~45 ms of each command that touches the host."""
@@ -65,7 +65,7 @@ def _register_without_init(name: str) -> None:
 
 class Netlink:
     def __init__(self, ns_path: str | None = None):
-        _import_pyroute2()
+        import_pyroute2()
         self.ipr = IPRoute(use_socket=netlink_socket(ns_path)) if ns_path else IPRoute()
         # A container's socket lives for one plan and only kleenenet changes its interfaces, so
         # name -> index can be remembered; on the host another process may recreate an interface.
