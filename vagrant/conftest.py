@@ -1,3 +1,3 @@
 """The jail suite's `kn` fixture (tests/jails/conftest.py) for vagrant/test_custom_network.py."""
 
-from tests.jails.conftest import kn  # noqa: F401 (a fixture, found here by pytest)
+from tests.jails.conftest import kn, remote_host  # noqa: F401 (fixtures, found here by pytest)

@@ -13,18 +13,17 @@ address from --ip-range proves it is on the LAN with its own address, not NATed.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import subprocess
-import sys
 
 import pytest
 
-from tests.jails.host import eventually, host_can_connect, interface_summary, sh, tcp_listeners
+from tests.jails.conftest import FREEBSD_HOST
+from tests.jails.host import end, eventually, host_can_connect, interface_summary, sh, spawn, tcp_listeners
 
 pytestmark = [pytest.mark.freebsd,
-              pytest.mark.skipif(not sys.platform.startswith("freebsd") or os.geteuid() != 0,
-                                 reason="needs root on FreeBSD: see vagrant/README.md")]
+              pytest.mark.skipif(not FREEBSD_HOST, reason="needs root on FreeBSD, or KLEENENET_FREEBSD_REMOTE: "
+                                                          "see vagrant/README.md")]
 
 LAN_JAIL = "kn-test-lan"
 NIC, NIC_PEER = "tstlan0a", "tstlan0b"
@@ -57,15 +56,12 @@ class Lan:
            f"vnet.interface={NIC_PEER}", f"vnet.interface={MEMBER_PEER}", "persist")
         sh("jexec", LAN_JAIL, "ifconfig", NIC_PEER, "inet", f"{NIC_LAN}/24", "up")
         sh("jexec", LAN_JAIL, "ifconfig", MEMBER_PEER, "inet", f"{BR_LAN}/24", "up")
-        with open(self.log, "w") as log:
-            self.server = subprocess.Popen(["jexec", LAN_JAIL, "nc", "-v", "-n", "-d", "-k", "-l", str(LAN_PORT)],
-                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        self.server = spawn(["jexec", LAN_JAIL, "nc", "-v", "-n", "-d", "-k", "-l", str(LAN_PORT)], self.log)
         eventually(lambda: tcp_listeners(LAN_PORT, jail=LAN_JAIL), "the LAN machine's server to listen")
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.kill()  # jexec execs nc: this pid is the server itself
-            self.server.wait()
+            end(self.server)  # jexec execs nc: the pid is the server itself
             self.server = None
         self.remove()
 

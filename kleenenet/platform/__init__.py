@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,7 +44,11 @@ def first_free_name(prefix: str, present: Iterable[str]) -> str:
 
 
 def native() -> str:
-    return "freebsd" if sys.platform.startswith("freebsd") else "linux"
+    """This machine's platform; FreeBSD also where KLEENENET_FREEBSD_REMOTE names a FreeBSD host
+    to manage from here (platform/freebsd/remote.py)."""
+    if sys.platform.startswith("freebsd") or os.environ.get("KLEENENET_FREEBSD_REMOTE"):
+        return "freebsd"
+    return "linux"
 
 
 def get_platform(name: str | None = None):

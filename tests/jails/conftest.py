@@ -9,16 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.jails.host import Kleenenet, Wan, jail_names, leftovers, remove_leftovers
+from tests.jails.host import REMOTE, Kleenenet, Wan, jail_names, leftovers, prepare_remote, remove_leftovers
 
 HERE = Path(__file__).resolve().parent
 ON_FREEBSD = sys.platform.startswith("freebsd")
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+# Where the suite runs: as root on FreeBSD, or against the FreeBSD host KLEENENET_FREEBSD_REMOTE
+# names (kleenenet and pytest here, every FreeBSD command there).
+FREEBSD_HOST = bool(REMOTE) or (ON_FREEBSD and AS_ROOT)
 
 
 def pytest_collection_modifyitems(items):
-    if not ON_FREEBSD:
-        skip = pytest.mark.skip(reason="needs FreeBSD: see vagrant/README.md")
+    if REMOTE:
+        skip = None
+    elif not ON_FREEBSD:
+        skip = pytest.mark.skip(reason="needs FreeBSD, or KLEENENET_FREEBSD_REMOTE: see vagrant/README.md")
     elif not AS_ROOT:
         skip = pytest.mark.skip(reason="needs root: it creates jails, interfaces and pf anchors")
     else:
@@ -30,8 +35,16 @@ def pytest_collection_modifyitems(items):
                 item.add_marker(skip)
 
 
+@pytest.fixture(scope="session")
+def remote_host():
+    """A remote host is prepared as vagrant/provision.sh prepares a test machine: pf with
+    kleenenet's fragment, bridge filtering as doctor advises."""
+    if REMOTE:
+        prepare_remote()
+
+
 @pytest.fixture
-def kn(tmp_path):
+def kn(tmp_path, remote_host):
     """kleenenet with a fresh state directory; cleans up and checks for leftovers afterwards."""
     jails_before = jail_names()
     found = leftovers(jails_before)

@@ -50,14 +50,55 @@ NO_CONNECTION = 42  # exit status of the probes below when the TCP connection fa
 
 # commands on the host
 
-def sh(*args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-    """Run a host command; with check, a failure raises with its output."""
-    r = subprocess.run(args, check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                       timeout=timeout, **kw)
+# The FreeBSD host: this machine, or the one KLEENENET_FREEBSD_REMOTE names (a VM's root shell,
+# kleenenet/platform/freebsd/remote.py), where the same commands run while kleenenet and pytest
+# run here.
+REMOTE = os.environ.get("KLEENENET_FREEBSD_REMOTE")
+
+
+def remote_runner():
+    from kleenenet.platform.freebsd.remote import RemoteRunner
+
+    return RemoteRunner(REMOTE)
+
+
+def sh(*args: str, check: bool = True, timeout: float = 60, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run a command on the FreeBSD host; with check, a failure raises with its output."""
+    if REMOTE:
+        r = remote_runner().execute(list(args), stdin)
+    else:
+        r = subprocess.run(args, check=False, capture_output=True, text=True, timeout=timeout, input=stdin,
+                           stdin=None if stdin is not None else subprocess.DEVNULL)
     if check and r.returncode != 0:
         raise AssertionError(f"{shlex.join(args)} exited {r.returncode}\n"
                              f"--- stdout\n{r.stdout}--- stderr\n{r.stderr}")
     return r
+
+
+def prepare_remote() -> None:
+    """Make the remote host a test machine as vagrant/provision.sh does: pf enabled with
+    kleenenet's fragment and `pass all`, pf on bridges as doctor advises."""
+    fragment = (Path(__file__).resolve().parents[2] / "pf" / "kleenenet.conf").read_text()
+    sh("pfctl", "-f", "-", stdin=f"{fragment}pass all\n")
+    if "Enabled" not in sh("pfctl", "-s", "info").stdout:
+        sh("pfctl", "-e")
+    sh("sysctl", "net.link.bridge.pfil_member=0", "net.link.bridge.pfil_bridge=0")
+
+
+def spawn(argv: list[str], log: Path | None = None) -> subprocess.Popen:
+    """A long-running command on the FreeBSD host, its output (stdout and stderr) in `log`. On a
+    remote host the process here is the relay that follows it; end() ends both."""
+    if REMOTE:
+        argv = remote_runner().wrap(argv)
+    with open(log or os.devnull, "w") as out:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+
+
+def end(proc: subprocess.Popen) -> None:
+    """SIGTERM to a spawned command (by its own pid; a relay passes it on), and wait for it."""
+    if proc.poll() is None:
+        proc.terminate()
+    proc.wait(timeout=60)
 
 
 def eventually(probe: Callable[[], T], what: str, timeout: float = 20, interval: float = 0.1) -> T:
@@ -84,14 +125,12 @@ def tcp_listeners(port: int, jail: str | None = None) -> list[str]:
 @contextmanager
 def host_tcp_server(port: int) -> Iterator[None]:
     """A TCP server of the host's own, listening on every IPv4 address (nc -l)."""
-    server = subprocess.Popen(["nc", "-d", "-k", "-l", str(port)], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = spawn(["nc", "-d", "-k", "-l", str(port)])
     try:
         eventually(lambda: tcp_listeners(port), f"the host's server on port {port} to listen")
         yield
     finally:
-        server.kill()  # by its own pid
-        server.wait()
+        end(server)
 
 
 def host_can_connect(addr: str, port: int) -> bool:
@@ -208,6 +247,8 @@ class Kleenenet:
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KLEENENET_")}
+        if REMOTE:
+            env["KLEENENET_FREEBSD_REMOTE"] = REMOTE
         return {**env, **(extra or {})}
 
     def __call__(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
@@ -331,16 +372,12 @@ class Wan:
         sh("jail", "-c", f"name={WAN_JAIL}", "path=/", f"host.hostname={WAN_JAIL}", "vnet=new",
            f"vnet.interface={WAN_JAIL_IF}", "persist")
         sh("jexec", WAN_JAIL, "ifconfig", WAN_JAIL_IF, "inet", f"{WAN_ADDR}/24", "up")
-        with open(self.log, "w") as log:
-            self.server = subprocess.Popen(
-                ["jexec", WAN_JAIL, "nc", "-v", "-n", "-d", "-k", "-l", WAN_ADDR, str(WAN_PORT)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        self.server = spawn(["jexec", WAN_JAIL, "nc", "-v", "-n", "-d", "-k", "-l", WAN_ADDR, str(WAN_PORT)], self.log)
         eventually(lambda: tcp_listeners(WAN_PORT, jail=WAN_JAIL), "the upstream server to listen")
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.kill()  # jexec execs nc: this pid is the server itself
-            self.server.wait()
+            end(self.server)  # jexec execs nc: the pid is the server itself
             self.server = None
         self.remove()
 
@@ -375,9 +412,9 @@ class Wan:
         return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else None
 
     def client(self, addr: str, port: int) -> subprocess.Popen:
-        """A TCP connection from the upstream to addr:port, held open until killed."""
-        return subprocess.Popen(["jexec", WAN_JAIL, "nc", "-n", addr, str(port)], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        """A TCP connection from the upstream to addr:port, held open until end() (nc -d: it
+        reads no input, so nothing closes it)."""
+        return spawn(["jexec", WAN_JAIL, "nc", "-d", "-n", addr, str(port)])
 
     def can_connect(self, addr: str, port: int) -> bool:
         """Whether the upstream itself can open a TCP connection to addr:port (on the host)."""

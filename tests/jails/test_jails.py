@@ -16,6 +16,7 @@ import pytest
 
 from tests.jails.host import (
     DRIVER,
+    end,
     SERVER_PORT,
     UPLINK_ADDR,
     WAN_HOST_IF,
@@ -189,8 +190,7 @@ def test_stopping_a_published_container_ends_its_flows(kn, wan):
         # without `pfctl -k`, the closing flow's states would stay for pf's timeouts
         assert server not in pf_states()
     finally:
-        client.kill()  # by its own pid
-        client.wait()
+        end(client)
 
 
 # containers

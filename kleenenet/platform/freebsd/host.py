@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 from kleenenet.errors import HostError, KleenenetError
@@ -21,6 +22,23 @@ def command_text(argv: list[str], stdin: str | None = None) -> str:
     return f"{text} <<'EOF'\n{stdin}EOF" if stdin is not None else text
 
 
+def checked(argv: list[str], status: int, stdout: str, stderr: str) -> str:
+    """A command's output, or its failure as one line: its last line on stderr."""
+    if status != 0:
+        lines = stderr.strip().splitlines() or [f"exit status {status}"]
+        hint = " (is pf loaded? see kleenenet doctor)" if argv[0] == "pfctl" and "/dev/pf" in lines[-1] else ""
+        raise HostError(f"{shlex.join(argv)}: {lines[-1]}{hint}")
+    return stdout
+
+
+def default_runner() -> Runner:
+    """This host's own commands on FreeBSD, the remote host's where KLEENENET_FREEBSD_REMOTE names
+    one (remote.py), else a preview of a blank FreeBSD host."""
+    from kleenenet.platform.freebsd import remote
+
+    return remote.from_environment() or (Runner() if sys.platform.startswith("freebsd") else PreviewRunner())
+
+
 class Runner:
     """Runs commands on this host."""
 
@@ -29,11 +47,7 @@ class Runner:
             done = subprocess.run(argv, input=stdin, capture_output=True, text=True)
         except OSError as e:
             raise HostError(f"{shlex.join(argv)}: {e.strerror}") from None
-        if done.returncode != 0:
-            lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
-            hint = " (is pf loaded? see kleenenet doctor)" if argv[0] == "pfctl" and "/dev/pf" in lines[-1] else ""
-            raise HostError(f"{shlex.join(argv)}: {lines[-1]}{hint}")
-        return done.stdout
+        return checked(argv, done.returncode, done.stdout, done.stderr)
 
     def succeeds(self, argv: list[str]) -> bool:
         """Whether a query command exits 0 (e.g. pgrep: is any process in this jail?)."""
@@ -51,6 +65,11 @@ class Runner:
                                         start_new_session=True, env=environ)
         except OSError as e:
             raise HostError(f"cannot run {argv[0]}: {e.strerror}") from None
+
+    def wrap(self, argv: list[str], env: dict[str, str] | None = None) -> list[str]:
+        """The local command that runs `argv` on the host (here: itself; `env` is the caller's to
+        pass, as start() does)."""
+        return argv
 
     def is_directory(self, path: str) -> bool:
         return os.path.isdir(path)

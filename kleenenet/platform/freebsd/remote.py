@@ -1,0 +1,211 @@
+"""A FreeBSD host reached through a root shell instead of this machine's own kernel.
+
+`KLEENENET_FREEBSD_REMOTE=serial:PATH` makes the FreeBSD platform run every command on the
+host whose root `/bin/sh` reads the unix socket PATH (a VM's serial port: QEMU's
+`-chardev socket,path=PATH,server=on`, with a shell on the guest's port, its tty raw and without
+echo). kleenenet itself (state, plans, daemon) runs here; the jails, interfaces and pf anchors
+are the remote host's. It is how the FreeBSD platform is exercised on a real FreeBSD kernel from
+another system, and where there is no FreeBSD Python to run kleenenet on the host itself.
+
+Each command is one exchange: the shell runs it, its standard output comes back between marks
+made of a random nonce, then its exit status and its standard error. One exchange at a time
+(an flock beside the socket), so several kleenenet processes can share the shell. A long-running
+command (a container's, an exec) runs in the remote background; a local relay process
+(`python -m kleenenet.platform.freebsd.remote relay SPEC -- ARGV`) follows it: it copies the
+command's output to its own, passes SIGINT, SIGTERM and SIGHUP on and exits with its
+status, so callers get an ordinary subprocess. Such commands read no standard input.
+
+What stays local: the state directory. A jail's resolver files are mounted on the remote host
+from the same path, so the state directory must be shared at the same path there (the test VM
+mounts it with 9p) for them to appear in jails with a root of their own.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kleenenet.errors import HostError, KleenenetError
+from kleenenet.platform.freebsd.host import Runner, checked
+
+ENVIRONMENT = "KLEENENET_FREEBSD_REMOTE"
+SCHEME = "serial:"
+TIMEOUT = 300  # seconds an exchange may take (a `jail -r` waits for its processes)
+REMOTE_DIR = "/tmp/kleenenet-remote"  # on the remote host: the background commands' files
+POLL = (0.05, 1.0)  # a relay's polling interval: first, and at most (it doubles while idle)
+
+
+def from_environment() -> RemoteRunner | None:
+    spec = os.environ.get(ENVIRONMENT)
+    return RemoteRunner(spec) if spec else None
+
+
+class RemoteRunner(Runner):
+    """Runs commands on the FreeBSD host at `spec` (serial:PATH, see the module's docstring)."""
+
+    def __init__(self, spec: str):
+        if not spec.startswith(SCHEME) or len(spec) == len(SCHEME):
+            raise KleenenetError(f"invalid {ENVIRONMENT} {spec!r}: use serial:PATH (the unix socket of a "
+                                 "FreeBSD host's root shell)")
+        self.spec = spec
+        self.path = spec[len(SCHEME):]
+
+    # one exchange
+
+    def exchange(self, script: str, stdin: str | None = None, timeout: float = TIMEOUT) -> tuple[int, bytes, bytes]:
+        """Run shell `script` on the remote host: its exit status, standard output and error."""
+        nonce = secrets.token_hex(8)
+        if stdin is not None:
+            # a here-document ends with a newline; pfctl and the rest read text
+            body = stdin if stdin.endswith("\n") or not stdin else stdin + "\n"
+            redirect, document = f" <<'{nonce}_IN'", f"{body}{nonce}_IN\n"
+        else:
+            redirect, document = " </dev/null", ""
+        request = (f"cd /; printf '\\n%s<\\n' {nonce}; ( {script} ){redirect} 2>/tmp/.kleenenet-err\n{document}"
+                   f"printf '\\n%s>%d\\n' {nonce} $?; cat /tmp/.kleenenet-err; printf '\\n%s.\\n' {nonce}\n")
+        reply = self._send(request.encode(), f"\n{nonce}.\n".encode(), timeout)
+        start = reply.index(f"\n{nonce}<\n".encode()) + len(nonce) + 3
+        status_mark = reply.index(f"\n{nonce}>".encode(), start)
+        newline = reply.index(b"\n", status_mark + len(nonce) + 2)
+        status = int(reply[status_mark + len(nonce) + 2:newline])
+        end = reply.rindex(f"\n{nonce}.\n".encode())
+        return status, reply[start:status_mark], reply[newline + 1:end]
+
+    def _send(self, request: bytes, last: bytes, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        with open(self.path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(timeout)
+                    s.connect(self.path)
+                    s.sendall(request)
+                    reply = bytearray()
+                    while not reply.endswith(last):
+                        if time.monotonic() > deadline:
+                            raise socket.timeout()
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            raise ConnectionError("the shell's socket was closed")
+                        reply += chunk
+                    return bytes(reply)
+            except (OSError, socket.timeout) as e:
+                why = "no answer in time" if isinstance(e, socket.timeout) else (e.strerror or str(e))
+                raise HostError(f"cannot reach the FreeBSD host at {self.spec}: {why}") from None
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # Runner
+
+    def execute(self, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+        status, out, err = self.exchange(shlex.join(argv), stdin)
+        return subprocess.CompletedProcess(argv, status, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def run(self, argv: list[str], stdin: str | None = None) -> str:
+        done = self.execute(argv, stdin)
+        return checked(argv, done.returncode, done.stdout, done.stderr)
+
+    def succeeds(self, argv: list[str]) -> bool:
+        return self.execute(argv).returncode == 0
+
+    def wrap(self, argv: list[str], env: dict[str, str] | None = None) -> list[str]:
+        """A local command that runs `argv` on the remote host (see the module's docstring)."""
+        assignments = [f"{k}={v}" for k, v in (env or {}).items()]
+        return [sys.executable, "-m", "kleenenet.platform.freebsd.remote", "relay", self.spec, "--",
+                *(["env", *assignments] if assignments else []), *argv]
+
+    def start(self, argv: list[str], log: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen:
+        return super().start(self.wrap(argv, env), log)
+
+    def is_directory(self, path: str) -> bool:
+        return self.succeeds(["test", "-d", path])
+
+    def libzfs(self):
+        raise KleenenetError("ZFS images need kleenenet on the FreeBSD host itself (py-libzfs): "
+                             f"not with {ENVIRONMENT}")
+
+
+class Background:
+    """A command running in the remote host's background: its pid, output and exit status are
+    files in REMOTE_DIR there."""
+
+    def __init__(self, runner: RemoteRunner, argv: list[str]):
+        self.runner = runner
+        self.base = f"{REMOTE_DIR}/{secrets.token_hex(8)}"
+        base = shlex.quote(self.base)
+        # The inner sh writes its pid and execs the command: the pid is the command's own.
+        inner = shlex.join(["sh", "-c", 'echo $$ >"$0.pid"; exec "$@"', self.base, *argv])
+        status, _, err = runner.exchange(
+            f"mkdir -p {REMOTE_DIR} && ( {inner} </dev/null >{base}.out 2>&1; echo $? >{base}.rc ) "
+            f"</dev/null >/dev/null 2>&1 & while [ ! -s {base}.pid ] && [ ! -s {base}.rc ]; do sleep 0.01; done")
+        if status != 0:
+            raise HostError(f"cannot start {shlex.join(argv)}: {err.decode(errors='replace').strip()}")
+        self.offset = 0
+
+    def poll(self) -> tuple[bytes, int | None]:
+        """The output since the last poll, and the exit status once the command has exited."""
+        base = shlex.quote(self.base)
+        # The status first: when it is there, the output read after it is complete.
+        _, out, err = self.runner.exchange(
+            f"if [ -s {base}.rc ]; then cat {base}.rc >&2; fi; tail -c +{self.offset + 1} {base}.out")
+        self.offset += len(out)
+        return out, int(err) if err.strip() else None
+
+    def signal(self, signum: int) -> None:
+        base = shlex.quote(self.base)
+        self.runner.exchange(f"[ -s {base}.rc ] || kill -s {signal.Signals(signum).name[3:]} $(cat {base}.pid)")
+
+    def remove(self) -> None:
+        self.runner.exchange(f"rm -f {shlex.quote(self.base)}.pid {shlex.quote(self.base)}.out {shlex.quote(self.base)}.rc")
+
+
+def relay(spec: str, argv: list[str]) -> int:
+    """Run `argv` on the remote host, copying its output to ours; its exit status (as a shell
+    reports a signal: 128 + its number). SIGINT, SIGTERM and SIGHUP are passed on."""
+    runner = RemoteRunner(spec)
+    command = Background(runner, argv)
+    pending: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda signum, _: pending.append(signum))
+    interval = POLL[0]
+    out = sys.stdout.buffer
+    try:
+        while True:
+            while pending:
+                command.signal(pending.pop(0))
+            chunk, status = command.poll()
+            if chunk:
+                out.write(chunk)
+                out.flush()
+            if status is not None:
+                return status
+            interval = POLL[0] if chunk else min(interval * 2, POLL[1])
+            time.sleep(interval)
+    finally:
+        try:
+            command.remove()
+        except HostError:
+            pass
+
+
+def main(args: list[str]) -> int:
+    if len(args) < 4 or args[0] != "relay" or args[2] != "--":
+        print("usage: python -m kleenenet.platform.freebsd.remote relay serial:PATH -- ARGV...", file=sys.stderr)
+        return 2
+    try:
+        return relay(args[1], args[3:])
+    except KleenenetError as e:
+        print(f"kleenenet: {e}", file=sys.stderr)
+        return 125
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

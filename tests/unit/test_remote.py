@@ -1,0 +1,164 @@
+"""The remote FreeBSD host's shell protocol (platform/freebsd/remote.py), against a real shell.
+
+The far end is what a VM's serial port is: a unix socket that accepts one client at a time, in
+front of one long-lived /bin/sh whose output goes to whichever client is connected (and is lost
+while none is). The commands are this machine's: the protocol needs only POSIX sh, cat, tail,
+kill and sleep, which FreeBSD has too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from kleenenet.errors import HostError, KleenenetError
+from kleenenet.platform.freebsd.remote import RemoteRunner
+
+
+class SerialShell:
+    """A shell behind a unix socket, as QEMU's `-chardev socket,server=on` puts a serial port."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.shell = subprocess.Popen(["sh"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, bufsize=0)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(1)
+        self.client: socket.socket | None = None
+        threading.Thread(target=self._output, daemon=True).start()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _output(self):
+        while chunk := os.read(self.shell.stdout.fileno(), 65536):
+            client = self.client
+            if client is not None:
+                try:
+                    client.sendall(chunk)
+                except OSError:
+                    pass
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.client = conn
+            while data := conn.recv(65536):
+                self.shell.stdin.write(data)
+            self.client = None
+            conn.close()
+
+    def close(self):
+        self.listener.close()
+        self.shell.kill()  # by its own pid
+        self.shell.wait()
+
+
+@pytest.fixture
+def serial(tmp_path):
+    shell = SerialShell(str(tmp_path / "cmd.sock"))
+    try:
+        yield RemoteRunner(f"serial:{shell.path}")
+    finally:
+        shell.close()
+
+
+def test_output_error_and_status_come_back_apart(serial):
+    done = serial.execute(["sh", "-c", "printf 'out\\nno newline'; echo err >&2; exit 3"])
+    assert (done.returncode, done.stdout, done.stderr) == (3, "out\nno newline", "err\n")
+    assert serial.run(["echo", "a b", "'c'"]) == "a b 'c'\n"
+
+
+def test_a_failure_is_one_line_naming_the_command(serial):
+    with pytest.raises(HostError, match=r"^ls /nonexistent-kleenenet: .*No such file"):
+        serial.run(["ls", "/nonexistent-kleenenet"])
+    assert serial.succeeds(["true"]) and not serial.succeeds(["false"])
+
+
+def test_standard_input_arrives_whole(serial):
+    text = "".join(f"pass quick from 10.0.{k // 250}.{k % 250} to any label \"x'$HOME\"\n" for k in range(5000))
+    assert serial.run(["cat"], text) == text
+    assert serial.run(["wc", "-l"], "no newline at the end").split() == ["1"]
+
+
+def test_leftover_output_of_an_abandoned_exchange_is_not_taken_for_the_next(serial, tmp_path):
+    # A client that dies mid-command: its output arrives while the next client is connected.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(serial.path)
+    s.sendall(b"sleep 0.3; echo stale-output\n")
+    s.close()
+    assert serial.run(["echo", "fresh"]) == "fresh\n"
+
+
+def test_exchanges_of_several_processes_do_not_mix(serial):
+    results = {}
+
+    def worker(k):
+        results[k] = [serial.run(["echo", f"{k}-{j}"]) for j in range(10)]
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {k: [f"{k}-{j}\n" for j in range(10)] for k in range(4)}
+
+
+def test_a_background_command_is_an_ordinary_subprocess_here(serial, tmp_path):
+    log = tmp_path / "log"
+    proc = serial.start(["sh", "-c", "echo started; echo $GREETING; exit 7"], log, {"GREETING": "hi there"})
+    assert proc.wait(timeout=30) == 7
+    assert log.read_text() == "started\nhi there\n"
+
+
+def test_signals_reach_the_remote_command(serial, tmp_path):
+    mark = tmp_path / "mark"
+    proc = subprocess.Popen(serial.wrap(["sh", "-c", f"trap 'echo got-term >{mark}; exit 5' TERM; "
+                                                      "echo ready; while :; do sleep 0.1; done"]),
+                            stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 5
+    assert mark.read_text() == "got-term\n"
+    # a command killed by a signal: 128 + its number, as a shell says
+    proc = subprocess.Popen(serial.wrap(["sleep", "60"]))
+    time.sleep(0.5)
+    proc.terminate()
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+
+
+def test_an_unreachable_host_is_one_line(tmp_path):
+    runner = RemoteRunner(f"serial:{tmp_path}/absent.sock")
+    with pytest.raises(HostError, match=r"cannot reach the FreeBSD host at serial:.*absent.sock"):
+        runner.run(["true"])
+    relay = subprocess.run(runner.wrap(["true"]), capture_output=True, text=True)
+    assert relay.returncode == 125 and relay.stderr.startswith("kleenenet: cannot reach the FreeBSD host")
+
+
+def test_a_malformed_spec_is_refused():
+    with pytest.raises(KleenenetError, match="invalid KLEENENET_FREEBSD_REMOTE 'ssh:host'"):
+        RemoteRunner("ssh:host")
+
+
+def test_the_environment_variable_chooses_freebsd_and_the_remote_host(serial, monkeypatch):
+    from kleenenet.platform import get_platform
+
+    monkeypatch.setenv("KLEENENET_FREEBSD_REMOTE", serial.spec)
+    platform = get_platform()
+    assert platform.name == "freebsd" and isinstance(platform.runner, RemoteRunner)
+    assert platform.runner.spec == serial.spec
+    assert platform.runner.is_directory("/") and not platform.runner.is_directory(f"/nonexistent{os.getpid()}")
+
+
+def test_the_relay_refuses_a_bad_command_line():
+    r = subprocess.run([sys.executable, "-m", "kleenenet.platform.freebsd.remote", "relay"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and r.stderr.startswith("usage:")
