@@ -162,3 +162,20 @@ def test_the_relay_refuses_a_bad_command_line():
     r = subprocess.run([sys.executable, "-m", "kleenenet.platform.freebsd.remote", "relay"], capture_output=True,
                        text=True)
     assert r.returncode == 2 and r.stderr.startswith("usage:")
+
+
+def test_a_relay_whose_command_the_host_lost_ends(serial):
+    """After a reboot the remote host has no trace of the command: its relay exits (255)."""
+    proc = subprocess.Popen(serial.wrap(["sleep", "60"]))
+    pidfiles = []
+    for _ in range(100):
+        pidfiles = serial.run(["sh", "-c", "ls /tmp/kleenenet-remote/*.pid 2>/dev/null || true"]).split()
+        if pidfiles:
+            break
+        time.sleep(0.1)
+    pids = [serial.run(["cat", f]).strip() for f in pidfiles]
+    try:
+        serial.run(["rm", "-f", *pidfiles])
+        assert proc.wait(timeout=30) == 255
+    finally:
+        serial.run(["kill", *pids])  # the sleep, by the pid its own shell wrote

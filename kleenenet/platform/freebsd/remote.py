@@ -40,7 +40,8 @@ ENVIRONMENT = "KLEENENET_FREEBSD_REMOTE"
 SCHEME = "serial:"
 TIMEOUT = 300  # seconds an exchange may take (a `jail -r` waits for its processes)
 REMOTE_DIR = "/tmp/kleenenet-remote"  # on the remote host: the background commands' files
-POLL = (0.05, 1.0)  # a relay's polling interval: first, and at most (it doubles while idle)
+POLL = (0.05, 1.0)
+GONE = 255  # a relay's status when its command's host lost it (a reboot)  # a relay's polling interval: first, and at most (it doubles while idle)
 
 
 def from_environment() -> RemoteRunner | None:
@@ -153,15 +154,18 @@ class Background:
     def poll(self) -> tuple[bytes, int | None]:
         """The output since the last poll, and the exit status once the command has exited."""
         base = shlex.quote(self.base)
-        # The status first: when it is there, the output read after it is complete.
+        # The status first: when it is there, the output read after it is complete. No files at
+        # all: the host has rebooted, and the command is gone.
         _, out, err = self.runner.exchange(
-            f"if [ -s {base}.rc ]; then cat {base}.rc >&2; fi; tail -c +{self.offset + 1} {base}.out")
+            f"if [ -s {base}.rc ]; then cat {base}.rc >&2; elif [ ! -e {base}.pid ]; then echo {GONE} >&2; fi; "
+            f"tail -c +{self.offset + 1} {base}.out 2>/dev/null")
         self.offset += len(out)
         return out, int(err) if err.strip() else None
 
     def signal(self, signum: int) -> None:
         base = shlex.quote(self.base)
-        self.runner.exchange(f"[ -s {base}.rc ] || kill -s {signal.Signals(signum).name[3:]} $(cat {base}.pid)")
+        self.runner.exchange(f"[ -s {base}.rc ] || kill -s {signal.Signals(signum).name[3:]} $(cat {base}.pid) "
+                             "2>/dev/null")
 
     def remove(self) -> None:
         self.runner.exchange(f"rm -f {shlex.quote(self.base)}.pid {shlex.quote(self.base)}.out {shlex.quote(self.base)}.rc")
