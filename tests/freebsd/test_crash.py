@@ -162,7 +162,7 @@ def test_crash_at_every_step_then_reconcile(tmp_path, name):
         Service(store, FreeBSDPlatform(b.host), dry_run=True, out=lines.append).reconcile()
         assert lines == [], f"{where}: a second reconcile still plans {lines}"
         if name in OPERATIONS:  # nothing was committed: the host is as before the operation
-            assert comparable(b.host.state) == comparable(before), where
+            assert comparable(b.host.snapshot()) == comparable(before), where
 
 
 def test_matrix_size(tmp_path):

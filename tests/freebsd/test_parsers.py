@@ -10,8 +10,10 @@ from kleenenet.platform.freebsd.parsers import (
     Jail,
     Socket,
     default_route_interface,
+    is_missing_anchor,
     parse_anchor_references,
     parse_anchors,
+    parse_entries,
     parse_ifconfig,
     parse_jls,
     parse_routes,
@@ -275,6 +277,14 @@ def test_anchors():
     assert parse_anchors("") == []
     assert parse_anchors("No ALTQ support in kernel\nALTQ related functions disabled\n  kleenenet/n1\n") == [
         "kleenenet/n1"]
+
+
+def test_a_missing_parent_anchor_and_an_anchors_entries():
+    # FreeBSD 15.0, pfctl -v -a kleenenet -s Anchors with nothing below kleenenet, as Runner reports it
+    assert is_missing_anchor("pfctl -v -a kleenenet -s Anchors: pfctl: Anchor does not exist.")
+    assert not is_missing_anchor("pfctl -v -a kleenenet -s Anchors: pfctl: /dev/pf: Permission denied")
+    assert parse_entries("No ALTQ support in kernel\nALTQ related functions disabled\n", "-s nat") == []
+    assert parse_entries("kn_000000000001\n", "-s Tables") == ["kn_000000000001"]
 
 
 @pytest.mark.parametrize("text,message", [

@@ -221,7 +221,7 @@ def test_reconcile_removes_leftovers(bench):
     # A crash left: an epair of ours, an alias nobody owns, an anchor of a removed network, a jail.
     st["interfaces"]["kv0000000000aaa"] = {**st["interfaces"]["em0"], "addrs": [], "groups": ["kleenenet"]}
     st["interfaces"]["kleene0"]["addrs"].append("10.2.3.77/32")
-    st["anchors"]["kleenenet/gone"] = "table <kn_000000000abc> persist\n"
+    bench.host.run(["pfctl", "-a", "kleenenet/gone", "-f", "-"], "table <kn_000000000abc> persist { 10.2.3.9 }\n")
     st["jails"]["kn0000000000ff"] = {"params": {}, "vnet": False, "processes": False, "routes": {}}
     s.reconcile()
     assert "kv0000000000aaa" not in st["interfaces"]
@@ -326,3 +326,35 @@ def test_reconcile_resets_a_jail_address_list_left_by_a_crash(bench):
     s.reconcile()
     assert jail["params"]["ip4.addr"] == "10.2.3.1"
     assert bench.host.state["interfaces"]["kleene0"]["addrs"] == ["10.2.3.1/32", "fd00:2:3::1/128"]
+
+
+def test_reconcile_after_a_reboot_without_kleenenets_lines_in_pf_conf(bench):
+    """With no anchor loaded and pf.conf not calling kleenenet's, pf has no anchor `kleenenet`:
+    `pfctl -a kleenenet -s Anchors` fails ("Anchor does not exist.", FreeBSD 15.0). That means no
+    anchor is loaded: reconcile loads them all."""
+    s = bench.svc()
+    net_loopback(s)
+    run_ipnet_published(s)
+    st = bench.host.state
+    st["main"] = {"nat": "", "rules": "pass all flags S/SA keep state\n"}
+    st["anchors"].clear()
+    st["tables"].clear()
+    with pytest.raises(HostError, match="Anchor does not exist"):
+        bench.host.run(["pfctl", "-v", "-a", "kleenenet", "-s", "Anchors"])
+    s.reconcile()
+    assert set(st["anchors"]) == {"kleenenet/testnet", "kleenenet/testnet/ports/000000000002"}
+    assert st["tables"][("kleenenet/testnet", "kn_000000000001")] == ["10.2.3.1", "fd00:2:3::1"]
+    assert bench.plan(lambda s: s.reconcile()) == "\n"
+
+
+def test_stopping_a_published_container_after_a_reboot_without_anchors(bench):
+    """Its network's anchor is missing too: nothing of its ports to flush, and the stop goes on."""
+    s = bench.svc()
+    net_loopback(s)
+    run_ipnet_published(s)
+    st = bench.host.state
+    st["main"] = {"nat": "", "rules": ""}
+    st["anchors"].clear()
+    st["tables"].clear()
+    s.stop("web")
+    assert st["jails"] == {} and st["interfaces"]["kleene0"]["addrs"] == []

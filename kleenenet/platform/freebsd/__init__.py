@@ -36,12 +36,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from kleenenet.errors import InvalidInput
+from kleenenet.errors import HostError, InvalidInput
 from kleenenet.model import Container, Endpoint, Image, Network
 from kleenenet.plan import Plan
 from kleenenet.platform import first_free_name, stable_mac
 from kleenenet.platform.freebsd import dns, parsers, pf, zfs
-from kleenenet.platform.freebsd.host import Host, Runner, command_text
+from kleenenet.platform.freebsd.host import Host, Runner, command_text, default_runner
 from kleenenet.ports import forwards
 from kleenenet.vocabulary import USER_MODE_DRIVERS
 
@@ -152,12 +152,7 @@ class FreeBSDPlatform:
         return os.geteuid() != 0
 
     def __init__(self, runner: Runner | None = None):
-        if runner is None:
-            from kleenenet.platform import native
-            from kleenenet.platform.freebsd.host import PreviewRunner
-
-            runner = Runner() if native() == "freebsd" else PreviewRunner()
-        self.runner = runner
+        self.runner = runner = runner or default_runner()
         self.host = Host(runner)
         self.zfs = zfs.ZFS(runner.libzfs)  # py-libzfs is loaded when a ZFS image is used
         self._release: int | None = None
@@ -181,6 +176,34 @@ class FreeBSDPlatform:
         plan.add(command_text(argv, stdin) + (f"  # {note}" if note else ""),
                  lambda: self.runner.run(argv, stdin),
                  (lambda: self.runner.run(undo)) if undo else None)
+
+    def _flush(self, path: str) -> None:
+        for argv in pf.flush(path):
+            self.runner.run(argv)
+
+    def _anchors(self, parent: str) -> list[str]:
+        """Every anchor below `parent`; none when pf has no `parent` at all (after a boot whose
+        pf.conf lacks kleenenet's lines, before any anchor is loaded: pfctl exits 1 there)."""
+        try:
+            return self.host.anchors(parent)
+        except HostError as e:
+            if parsers.is_missing_anchor(str(e)):
+                return []
+            raise
+
+    def _anchor_holds_anything(self, path: str) -> bool:
+        """Whether an anchor has rules, translation rules or tables. An anchor is judged by
+        these, not by being listed: pf keeps listing an emptied anchor that called others
+        (`anchor "ports/*"`), and flushing it again would change nothing."""
+        return any(parsers.parse_entries(self.runner.run(["pfctl", "-a", path, "-s", what]), f"-s {what}")
+                   for what in ("rules", "nat", "Tables"))
+
+    def _plan_flush(self, plan: Plan, path: str, undo=None, note: str = "") -> None:
+        """Empty anchor `path` (pf.flush says how); `undo` (loading what it had) goes with the
+        first command, which the others only complete."""
+        for k, argv in enumerate(pf.flush(path)):
+            plan.add(command_text(argv) + (f"  # {note}" if note else ""),
+                     lambda argv=argv: self.runner.run(argv), None if k else undo)
 
     # what is on the host
 
@@ -361,7 +384,7 @@ class FreeBSDPlatform:
                 old = pf.render(net, before, self._members(net, endpoints))
                 undo = lambda net=net, old=old: self.runner.run(["pfctl", "-a", pf.anchor(net), "-f", "-"], old)
             else:
-                undo = lambda net=net: self.runner.run(["pfctl", "-a", pf.anchor(net), "-F", "all"])
+                undo = lambda net=net: self._flush(pf.anchor(net))
             self._step(plan, ["pfctl", "-n", "-a", pf.anchor(net), "-f", "-"], stdin=text)
             loads.append((net, text, undo))
         for net, text, undo in loads:
@@ -373,9 +396,7 @@ class FreeBSDPlatform:
                             endpoints: list[Endpoint], containers: list[Container] = ()) -> Plan:
         plan = Plan("network-remove")
         old = pf.render(net, before, [])
-        flush = ["pfctl", "-a", pf.anchor(net), "-F", "all"]
-        plan.add(command_text(flush), lambda: self.runner.run(flush),
-                 lambda: self.runner.run(["pfctl", "-a", pf.anchor(net), "-f", "-"], old))
+        self._plan_flush(plan, pf.anchor(net), lambda: self.runner.run(["pfctl", "-a", pf.anchor(net), "-f", "-"], old))
         plan.extend(self._plan_anchors(after, endpoints, after, before))
         if net.type != "custom":  # (never the host's own interface)
             self._step(plan, ["ifconfig", net.interface, "destroy"])  # last: nothing after it can fail
@@ -459,14 +480,13 @@ class FreeBSDPlatform:
             old, new = before.get(path), after.get(path)
             if old == new:
                 continue
-            load, flush = ["pfctl", "-a", path, "-f", "-"], ["pfctl", "-a", path, "-F", "all"]
+            load = ["pfctl", "-a", path, "-f", "-"]
             if new is not None:
                 plan.add(command_text(load, new), lambda load=load, new=new: self.runner.run(load, new),
                          (lambda load=load, old=old: self.runner.run(load, old)) if old
-                         else (lambda flush=flush: self.runner.run(flush)))
+                         else (lambda path=path: self._flush(path)))
             else:
-                plan.add(command_text(flush), lambda flush=flush: self.runner.run(flush),
-                         lambda load=load, old=old: self.runner.run(load, old))
+                self._plan_flush(plan, path, lambda load=load, old=old: self.runner.run(load, old))
             if old is not None and new is None:
                 kills.append(pf.kill_label(old))
         return plan, kills
@@ -590,12 +610,11 @@ class FreeBSDPlatform:
         if c.running:
             return self._plan_ports(before, self._port_anchors(c, wired[:-1]))
         plan, path = Plan("ports"), pf.ports_anchor(net, c.id)
-        if path not in self.host.anchors(pf.anchor(net)):
+        if path not in self._anchors(pf.anchor(net)):
             return plan, []
         labels = sorted(set(self.host.rule_labels(path)))
-        old, load, flush = before.get(path), ["pfctl", "-a", path, "-f", "-"], ["pfctl", "-a", path, "-F", "all"]
-        plan.add(command_text(flush), lambda: self.runner.run(flush),
-                 (lambda: self.runner.run(load, old)) if old and pf.label(old) in labels else None)
+        old, load = before.get(path), ["pfctl", "-a", path, "-f", "-"]
+        self._plan_flush(plan, path, (lambda: self.runner.run(load, old)) if old and pf.label(old) in labels else None)
         return plan, [["pfctl", "-k", "label", "-k", label] for label in labels]
 
     def lost_endpoints(self, wired: list[tuple[Network, Endpoint, Container]]) -> list[Endpoint]:
@@ -719,7 +738,7 @@ class FreeBSDPlatform:
     def exec_command(self, c: Container, cmd: list[str], user: str = "") -> tuple[list[str], list[int]]:
         """The argv that runs `cmd` in the container's running jail (as `user`, by default the
         container's), and the descriptors it needs: none."""
-        return jexec(c, cmd, user or c.user), []
+        return self.runner.wrap(jexec(c, cmd, user or c.user), _environment(c)), []
 
     # reconcile
 
@@ -765,7 +784,7 @@ class FreeBSDPlatform:
                 wired = [ep for ep in endpoints if ep.container_id == c.id]
                 plan.extend(self._plan_jail_list_reset(c, jails[name], wired))
         names = {n.name for n in networks}
-        loaded = self.host.anchors(pf.ANCHOR_ROOT)  # kleenenet/<network>[/ports[/<container id>]]
+        loaded = self._anchors(pf.ANCHOR_ROOT)  # kleenenet/<network>[/ports[/<container id>]]
         by_id = {n.id: n for n in networks}
         ports = {}  # the running containers' port anchors: path -> text
         for c in running:
@@ -773,8 +792,9 @@ class FreeBSDPlatform:
             ports.update(self._port_anchors(c, mine) if c.public_ports else {})
         for path in sorted(loaded, key=lambda p: -p.count("/")):  # children before their network
             parts = path.split("/")
-            if (len(parts) == 2 and parts[1] not in names) or (len(parts) == 4 and path not in ports):
-                self._step(plan, ["pfctl", "-a", path, "-F", "all"], note="leftover")
+            if (((len(parts) == 2 and parts[1] not in names) or (len(parts) == 4 and path not in ports))
+                    and self._anchor_holds_anything(path)):
+                self._plan_flush(plan, path, note="leftover")
                 if len(parts) == 4:  # a container's ports: what they let in goes with them
                     for old in sorted(set(self.host.rule_labels(path))):
                         self._step(plan, ["pfctl", "-k", "label", "-k", old])

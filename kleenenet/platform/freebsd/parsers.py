@@ -12,6 +12,8 @@ what was wrong, never a KeyError or IndexError from deep inside.
   default_route_interface  the same, reduced to the default route's interface
   parse_jls                `jls --libxo json [-v]`
   parse_anchors            `pfctl -s Anchors [-v]`
+  is_missing_anchor        its error when the parent anchor does not exist
+  parse_entries            `pfctl -a ANCHOR -s rules|nat|Tables`, one entry a line
   parse_anchor_references  `pfctl -s rules` / `pfctl -s nat`
   pf_enabled               `pfctl -s info`
   skipped_interfaces       `pfctl -s Interfaces -v`
@@ -295,6 +297,21 @@ def parse_anchors(text: str) -> list[str]:
             raise ValueError(f"pfctl -s Anchors line {number} is not an anchor path: {path!r}")
         anchors.append(path)
     return anchors
+
+
+def parse_entries(text: str, what: str) -> list[str]:
+    """The lines of `pfctl -a ANCHOR -s rules|nat|Tables`: one rule or table name each."""
+    return [line.strip() for _number, line in _pfctl_lines(text, what)]
+
+
+_MISSING_ANCHOR = "Anchor does not exist."
+
+
+def is_missing_anchor(message: str) -> bool:
+    """Whether a pfctl error says the anchor named does not exist: `pfctl -a PARENT -s Anchors`
+    exits 1 with "pfctl: Anchor does not exist." when no anchor below PARENT is loaded and no
+    rule calls one (FreeBSD 15.0)."""
+    return message.rstrip().endswith(_MISSING_ANCHOR)
 
 
 # 'anchor "kleenenet/*" all', 'nat-anchor "x" all {', '@3 rdr-anchor "y" on em0 all' (-v adds @N)

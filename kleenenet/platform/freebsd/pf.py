@@ -34,6 +34,20 @@ def ports_anchor(net: Network, container_id: str) -> str:
     return f"{anchor(net)}/{PORTS}/{container_id}"
 
 
+def is_ports_anchor(path: str) -> bool:
+    return f"/{PORTS}/" in path
+
+
+def flush(path: str) -> list[list[str]]:
+    """The pfctl commands that empty anchor `path`. `-F all` also clears the anchor's tables and
+    fails on an anchor that has none: FreeBSD 15.0's pfctl clears its rules and nat, then exits 1
+    ("Operation not supported by device"). A network's anchor has its table; a container's
+    ports have none, so their filter and translation rules are flushed one kind at a time."""
+    if is_ports_anchor(path):
+        return [["pfctl", "-a", path, "-F", "rules"], ["pfctl", "-a", path, "-F", "nat"]]
+    return [["pfctl", "-a", path, "-F", "all"]]
+
+
 def table(net: Network) -> str:
     return f"kn_{net.id}"  # pf table names have at most 31 characters
 
