@@ -643,10 +643,11 @@ class SimulatedFreeBSD(Runner):
             self.state["anchors"][anchor] = stdin
             called = {anchor, *self._called(anchor, stdin)}
             self.state["kept_anchors"] = [a for a in self.state["kept_anchors"] if a not in called]
-            for key in [k for k in self.state["tables"] if k[0] == anchor]:
-                del self.state["tables"][key]
+            old = {k[1]: self.state["tables"].pop(k) for k in [k for k in self.state["tables"] if k[0] == anchor]}
             for table, members in tables.items():
-                self.state["tables"][(anchor, table)] = members
+                # `table <t> persist` without { } keeps the members the table had (FreeBSD
+                # 15.0); with { } it has those listed
+                self.state["tables"][(anchor, table)] = old.get(table, []) if members is None else members
             return ""
         if "-F" in opts:
             return self._flush(anchor, opts["-F"])
@@ -722,8 +723,8 @@ class SimulatedFreeBSD(Runner):
         return f"killed {len(gone)} states\n"
 
     @staticmethod
-    def _check_ruleset(text: str) -> dict[str, list[str]]:
-        """The tables a ruleset defines; statements must be of the kinds kleenenet writes, in pf's
+    def _check_ruleset(text: str) -> dict[str, list[str] | None]:
+        """The tables a ruleset defines, with their members (None: no { } given); statements must be of the kinds kleenenet writes, in pf's
         order (tables, translation, filtering), and reference only defined tables."""
         order = {"table": 0, "nat": 1, "rdr": 1, "rdr-anchor": 1, "pass": 2, "block": 2, "anchor": 2}
         # rdr-rule in pf.conf(5)'s grammar, as kleenenet writes it (a port range maps onto a range)
@@ -740,10 +741,10 @@ class SimulatedFreeBSD(Runner):
             if kind == "rdr" and not rdr.fullmatch(line):
                 raise HostError(f"pfctl: syntax error: {line}")
             if kind == "table":
-                m = re.fullmatch(r"table <(\w+)> persist(?: \{ (.*) \})?", line)
+                m = re.fullmatch(r"table <(\w+)> persist(?: \{ ?(.*?) ?\})?", line)
                 if not m:
                     raise HostError(f"pfctl: syntax error: {line}")
-                tables[m[1]] = sorted(m[2].split(", ")) if m[2] else []
+                tables[m[1]] = None if m[2] is None else sorted(m[2].split(", ")) if m[2] else []
             for name in re.findall(r"<(\w+)>", line):
                 if name not in tables:
                     raise HostError(f"pfctl: table <{name}> is not defined in this anchor")

@@ -139,7 +139,7 @@ def test_klee_drives_the_freebsd_platform_through_the_daemon(daemon):
     assert (lo["kind"], lo["addrs"], lo["up"]) == ("lo", [], True)
     assert lo["groups"] == ["lo", "kleenenet"] and lo["description"] == "kleenenet:testnet"
     assert set(st["anchors"]) == {"kleenenet/testnet"}
-    assert f"table <kn_{testnet}> persist\n" in st["anchors"]["kleenenet/testnet"]
+    assert f"table <kn_{testnet}> persist {{ }}\n" in st["anchors"]["kleenenet/testnet"]
     assert st["tables"] == {("kleenenet/testnet", f"kn_{testnet}"): []}
     assert st["sysctl"][FORWARDING] == "0"  # an ipnet jail's traffic is the host's own
 

@@ -358,3 +358,18 @@ def test_stopping_a_published_container_after_a_reboot_without_anchors(bench):
     st["tables"].clear()
     s.stop("web")
     assert st["jails"] == {} and st["interfaces"]["kleene0"]["addrs"] == []
+
+
+def test_reconcile_empties_a_table_whose_network_has_no_running_container(bench):
+    """Reloading `table <t> persist` without { } would keep the table's members (FreeBSD 15.0):
+    the anchor always lists them, `{ }` when there are none."""
+    s = bench.svc()
+    net_loopback(s)
+    run_ipnet(s)
+    s.stop("web")
+    table = ("kleenenet/testnet", "kn_000000000001")
+    bench.host.run(["pfctl", "-a", table[0], "-t", table[1], "-T", "add", "10.2.3.1"])  # a crash left it
+    s.reconcile()
+    assert bench.host.state["tables"][table] == []
+    assert "table <kn_000000000001> persist { }\n" in bench.host.state["anchors"]["kleenenet/testnet"]
+    assert bench.plan(lambda s: s.reconcile()) == "\n"
