@@ -416,9 +416,9 @@ class SimulatedFreeBSD(Runner):
         iface.update(vnet=jail, addrs=[], up=False, groups=[iface["kind"]] if iface["unit"] is not None else [])
 
     def _set_mtu(self, name: str, iface: dict, mtu: int) -> None:
-        """SIOCSIFMTU: an epair takes 576..ETHERMTU_JUMBO (if_epair.c), a bridge passes the MTU
-        on to every member (bridge_ioctl's SIOCSIFMTU in if_bridge.c)."""
-        if not 576 <= mtu <= 9000 and iface["kind"] in ("epair", "bridge"):
+        """SIOCSIFMTU: an epair and a bridge take 72..65535 (FreeBSD 15.0), a bridge passes the
+        MTU on to every member (bridge_ioctl's SIOCSIFMTU in if_bridge.c)."""
+        if not 72 <= mtu <= 65535 and iface["kind"] in ("epair", "bridge"):
             raise HostError("ifconfig: ioctl SIOCSIFMTU (set mtu): Invalid argument")
         iface["mtu"] = mtu
         for member in iface["members"]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from kleenenet.errors import InvalidInput
+from kleenenet.errors import HostError, InvalidInput
+from kleenenet.model import Network
 from kleenenet.platform.freebsd import FreeBSDPlatform
 from kleenenet.platform.freebsd.host import Runner
 from tests.freebsd.test_parsers import sample
@@ -89,3 +90,25 @@ def test_interface_mtu_from_real_ifconfig_output():
     assert p.interface_mtu("lo0") == 16384
     assert p.interface_mtu("bridge0") == 1500
     assert p.interface_mtu("nothere0") is None
+
+
+def test_an_mtu_a_bridge_does_not_take_is_refused_and_changes_nothing(bench):
+    """FreeBSD 15.0's bridges and epairs take an MTU of 72-65535."""
+    before, log = bench.host.snapshot(), len(bench.host.log)
+    with pytest.raises(InvalidInput, match="invalid MTU 70: give 72-65535 on FreeBSD"):
+        bench.svc().create_network("tiny", "bridge", subnet="10.5.0.0/24", mtu=70)
+    assert bench.host.snapshot() == before and len(bench.host.log) == log
+    bench.svc().create_network("small", "bridge", subnet="10.5.0.0/24", mtu=72)
+    assert mtus(bench)["kleene0"] == 72
+
+
+def test_a_refused_mtu_does_not_leave_the_new_bridge_behind(bench):
+    """ifconfig prints a clone's name only when every parameter of `create` was applied: the MTU,
+    which the kernel may refuse, is set once the bridge has its name, so the rollback finds it.
+    (The network is planned directly: `network create` refuses this MTU before any plan.)"""
+    net = Network(id="000000000099", name="tiny", type="bridge", subnet="10.5.0.0/24", gateway="10.5.0.1",
+                  interface="kleene0", nat="em0", mtu=70)
+    before = bench.host.snapshot()
+    with pytest.raises(HostError, match="SIOCSIFMTU"):
+        bench.platform.plan_create_network(net, [], [net], []).execute()
+    assert bench.host.snapshot() == before

@@ -60,6 +60,8 @@ OWN_JAIL_PARAMS = {"name", "jid", "persist", "nopersist", "vnet", "vnet.interfac
 JAIL_PARAM_RE = re.compile(r"[a-z][a-z0-9_.]*(=.*)?", re.S)
 JAIL_NAME_RE = re.compile(JAIL_PREFIX + "[0-9a-f]{12}")
 FREEBSD_DRIVERS = ("ipnet", "vnet", "host", "disabled")
+# The least MTU a bridge and an epair take on FreeBSD 15.0 (SIOCSIFMTU refuses less: EINVAL).
+MIN_MTU = 72
 
 
 def endpoint_ifname(ep: Endpoint) -> str:
@@ -264,6 +266,9 @@ class FreeBSDPlatform:
             raise InvalidInput(f"invalid network name {net.name!r}: at most 63 characters on FreeBSD (pf anchor)")
         if net.type == "custom":
             self._foreign_interface(net.interface, f"custom network {net.name!r}")
+        if net.type == "bridge" and net.mtu < MIN_MTU:  # (a loopback network keeps lo's own MTU)
+            raise InvalidInput(f"invalid MTU {net.mtu}: give {MIN_MTU}-65535 on FreeBSD (the least a bridge "
+                               "and an epair take)")
 
     def _foreign_interface(self, name: str, what: str):
         """Interface `name` of a custom network: one of the host's own, not kleenenet's, not a
@@ -311,7 +316,8 @@ class FreeBSDPlatform:
 
     def _plan_clone(self, plan: Plan, cloner: str, params: list[str], shown: str) -> _Clone:
         """`ifconfig CLONER create PARAMS` (group kleenenet among them), undone by destroying the
-        new interface by its name at that time."""
+        new interface by its name at that time. PARAMS are those that cannot be refused: after
+        one that fails ifconfig exits without printing the name, and the interface stays."""
         clone = _Clone()
         argv = ["ifconfig", cloner, "create", *params]
 
@@ -336,12 +342,15 @@ class FreeBSDPlatform:
         cloner = "bridge" if net.type == "bridge" else "lo"
         # Created in group kleenenet and renamed after: a crash in between leaves a loN/bridgeN
         # that reconcile recognises (a failed `create name X` would leave it unrecognisable).
-        # A bridge carries the network's MTU (a loopback network only carries the host's own
-        # traffic, which leaves by the egress interface).
-        mtu = ["mtu", str(net.mtu)] if net.type == "bridge" else []
-        clone = self._plan_clone(plan, cloner, ["group", GROUP, "description", f"kleenenet:{net.name}", *mtu, "up"],
+        clone = self._plan_clone(plan, cloner, ["group", GROUP, "description", f"kleenenet:{net.name}", "up"],
                                  f"{cloner}N")
         self._plan_rename(plan, clone, f"{cloner}N", name)
+        # A bridge carries the network's MTU (a loopback network only carries the host's own
+        # traffic, which leaves by the egress interface). Set once it has its name: a parameter
+        # `create` refuses leaves the new interface behind, before ifconfig prints its name
+        # (ifclonecreate() in sbin/ifconfig/ifclone.c), with nothing to destroy it by.
+        if net.type == "bridge":
+            self._step(plan, ["ifconfig", name, "mtu", str(net.mtu)])
         for gw, subnet in ((net.gateway, net.subnet), (net.gateway6, net.subnet6)):
             if gw:
                 prefix = ipaddress.ip_network(subnet).prefixlen
