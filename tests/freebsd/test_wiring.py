@@ -98,6 +98,31 @@ def test_anchors_use_self_in_parentheses(bench):
     assert " to self" not in text and "to (self)" in text
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"nat6": False}])
+def test_nothing_comes_in_from_outside_but_published_ports(bench, kwargs):
+    """With a route from the upstream, a new inbound connection to a container (IPv4 behind NAT,
+    or a routed subnet6) is dropped on the NAT interface, after the published ports' tagged
+    passes; replies to the containers' own connections match their states first."""
+    s = bench.svc()
+    v6_bridge(s, **kwargs)
+    text = bench.host.state["anchors"]["kleenenet/six"]
+    block = "block drop in quick on em0 to <kn_000000000001>\n"
+    assert text.index('anchor "ports/*"\n') < text.index(block) < text.index("pass quick from <kn_000000000001> to any")
+
+
+def test_a_no_nat_network_is_routed_both_ways(bench):
+    bench.svc().create_network("routed", "bridge", subnet="10.7.0.0/24", nat="")
+    assert "block drop in" not in bench.host.state["anchors"]["kleenenet/routed"]
+
+
+def test_an_internal_network_takes_nothing_in_from_outside(bench):
+    s = bench.svc()
+    v6_bridge(s, internal=True)
+    text = bench.host.state["anchors"]["kleenenet/six"]
+    block = "block drop in quick from ! (self) to <kn_000000000001>\n"
+    assert text.index("pass quick from <kn_000000000001> to <kn_000000000001>") < text.index(block)
+
+
 def test_icc_off_bridge_lets_an_ipnet_jail_reach_itself(bench):
     """A /32 alias on a bridge is reached over lo0 (in.c: loopback route for a non-loopback
     interface), where `block from <t> to <t>` would drop a jail's traffic to itself."""
