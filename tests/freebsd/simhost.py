@@ -704,14 +704,21 @@ class SimulatedFreeBSD(Runner):
         return sorted(found)
 
     def _kill_states(self, args: list[str]) -> str:
-        """pfctl -k HOST [-k HOST], -k label -k LABEL (pfctl(8)): states whose source (and
-        destination) lie in the given networks, as they are on the wire; or that a rule with
-        that label created. A prefix length of 0 is a wildcard. Prints "killed N states"."""
+        """pfctl -k HOST [-k HOST], -k label -k LABEL, and from FreeBSD 15.0 -k nat -k HOST
+        (pfctl(8)): states whose source (and destination) lie in the given networks, as they are
+        on the wire; or that a rule with that label created; or whose source before NAT
+        ("nat_src": a NATed state's wire source is the host's) lies there. A prefix length of 0
+        is a wildcard. Prints "killed N states"."""
         values = args[1::2]
         assert args[::2] == ["-k"] * len(values) and len(values) in (1, 2), args
         states = self.state["pf_states"]
         if values[0] == "label":
             gone = [st for st in states if values[1] in st["labels"]]
+        elif values[0] == "nat":
+            if int(self.state["sysctl"]["kern.osreldate"]) < 1500000:
+                raise HostError("pfctl: no IP address found for nat")  # (a host name before 15.0)
+            net = ipaddress.ip_network(values[1], strict=False)
+            gone = [st for st in states if st.get("nat_src") and ipaddress.ip_address(st["nat_src"]) in net]
         else:
             nets = [ipaddress.ip_network(v, strict=False) for v in values]
 

@@ -203,3 +203,18 @@ def test_reconcile_after_a_network_rm_has_nothing_to_do(bench):
     run_ipnet_published(s)  # (the listed, empty anchor of another network is left alone)
     s.remove("web", force=True)
     assert bench.plan(lambda s: s.reconcile()) == "\n"
+
+
+@pytest.mark.parametrize("release, killed", [(1500000, True), (1402000, False)])
+def test_leaving_kills_its_nated_states_from_freebsd_15(bench, release, killed):
+    """A connection out through NAT has the host's address on the wire: FreeBSD 15.0 kills it by
+    its address before NAT (pfctl -k nat -k ADDR); before 15.0 it lives until it expires."""
+    bench.host.release(release)
+    s = bench.svc()
+    net_loopback(s)
+    run_ipnet_published(s)
+    nated = {"src": "192.0.2.2", "dst": "198.51.100.7", "nat_src": "10.2.3.1", "labels": []}
+    other = {"src": "192.0.2.2", "dst": "198.51.100.7", "nat_src": "10.2.3.9", "labels": []}
+    bench.host.state["pf_states"] = [nated, other]
+    s.disconnect("web", "testnet")
+    assert bench.host.state["pf_states"] == ([other] if killed else [nated, other])

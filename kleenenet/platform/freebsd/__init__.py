@@ -585,7 +585,7 @@ class FreeBSDPlatform:
             ports, kills = self._plan_ports_detach(net, ep, c, others, wiring)
             plan.extend(ports)
         plan.extend(self._plan_members(net, ep, wiring, add=False))
-        kills += [k for a in (ep.ip_address, ep.ip_address6) if a for k in pf.kill_states(a)]
+        kills += [k for a in (ep.ip_address, ep.ip_address6) if a for k in pf.kill_states(a, self.release())]
         if c.network_driver == "vnet":
             # Its addresses are out of the network's table, and no published port leads there:
             # kill the states before the destroy, which cannot be undone and so comes last.

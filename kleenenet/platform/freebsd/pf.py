@@ -151,13 +151,21 @@ def label(text: str) -> str:
     return _LABEL.search(text)[1]
 
 
-def kill_states(address: str) -> list[list[str]]:
+KILL_BY_NAT_RELEASE = 1500000  # `pfctl -k nat -k ADDR` appeared in FreeBSD 15.0 (pfctl(8))
+
+
+def kill_states(address: str, release: int) -> list[list[str]]:
     """The pfctl commands that kill the states from and to an address (pfctl(8) -k: a second
     -k names the destination, and a prefix length of 0 is a wildcard). They match a state's
-    addresses as they are on the wire, so a state whose other side pf translated (the host's
-    address after NAT, a published port before rdr) is killed by its rule's label instead."""
+    addresses as they are on the wire: a connection the address made out through NAT has the
+    host's address there, and from FreeBSD 15.0 `-k nat -k ADDR` kills it by its address before
+    NAT (before 15.0 such a state lives until it expires). A published port's state (its
+    destination before rdr) is killed by its rule's label instead."""
     anywhere = "::/0" if ":" in address else "0.0.0.0/0"
-    return [["pfctl", "-k", address], ["pfctl", "-k", anywhere, "-k", address]]
+    kills = [["pfctl", "-k", address], ["pfctl", "-k", anywhere, "-k", address]]
+    if release >= KILL_BY_NAT_RELEASE:
+        kills.append(["pfctl", "-k", "nat", "-k", address])
+    return kills
 
 
 def kill_label(text: str) -> list[str]:
