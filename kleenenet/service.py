@@ -575,9 +575,10 @@ class Service:
 
     def exec_environ(self, ident: str, env: list[str] = ()) -> dict[str, str]:
         """The environment of a command run inside a container: the container's own environment
-        (as its command got it: the starter's, then the container's env) with `env` over it."""
+        (as its command got it: the starter's, the platform's defaults, then the container's env)
+        with `env` over it."""
         c = self.store.container(ident)
-        return {**os.environ, **dict(e.split("=", 1) for e in [*c.env, *env])}
+        return {**os.environ, **self.platform.command_defaults, **dict(e.split("=", 1) for e in [*c.env, *env])}
 
     def log_path(self, container_id: str):
         """Where a detached container's output goes."""

@@ -39,6 +39,10 @@ def _is_query(argv: list[str]) -> bool:
             or (argv[0] == "pfctl" and ("-s" in argv or argv[-2:] == ["-T", "show"])))
 
 
+STARTER_PATH = "/sbin:/bin:/usr/sbin:/usr/bin"  # what rc.d gives the daemon (and its jexec)
+# Where the commands tests run are (a jail's root is the host's / unless told): base and ports.
+COMMANDS_IN = {"/bin": ("sh", "sleep", "echo", "cat", "test"), "/usr/bin": ("true", "false", "nc", "env", "id"),
+               "/sbin": ("ifconfig", "route"), "/usr/local/bin": ("python3",)}
 DEFAULT_MTU = {"lo": 16384}  # if_loop.c LOMTU; Ethernet-like interfaces 1500
 # Kinds: "lo", "bridge", "epair" (cloned), "nic" (a network card: no cloner, never destroyed),
 # "ether" (em0, and interfaces tests make up).
@@ -190,15 +194,23 @@ class SimulatedFreeBSD(Runner):
     def start(self, argv, log, env=None):
         """jexec [-U USER] JAIL CMD...: `sleep N` runs until N seconds have passed or it is killed;
         any other command has exited by the time start() returns, `false` with 1, the others with
-        0, `ifconfig` after printing what the jail sees into `log` (a detached command's output)."""
+        0, `ifconfig` after printing what the jail sees into `log` (a detached command's output).
+        jexec without -l keeps its caller's environment: a command is looked up in its PATH
+        (`env` over the starter's, rc.d's), and one not found there exits 1 (jexec's execvp)."""
         assert argv[0] == "jexec"
         if self.crashed:
             raise HostError("not started, the process is dead")
         name, cmd = (argv[3], argv[4:]) if argv[1] == "-U" else (argv[1], argv[2:])
         jail = self._jail_of(name)
-        jail["processes"] = True
         self.started.append(shlex.join(argv))
         self.environments.append(dict(env or {}))
+        path = (env or {}).get("PATH", STARTER_PATH).split(":")
+        if "/" not in cmd[0] and not any(cmd[0] in COMMANDS_IN.get(d, ()) for d in path):
+            if log is not None:
+                with open(log, "a") as out:
+                    out.write(f"jexec: execvp: {cmd[0]}: No such file or directory\n")
+            return _Finished(None, 1)
+        jail["processes"] = True
         if cmd[:1] == ["sleep"]:
             proc = _Sleeping(self, name, float(cmd[1]))
             self.processes.setdefault(name, []).append(proc)

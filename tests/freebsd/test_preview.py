@@ -45,7 +45,8 @@ def test_run_plan(tmp_path):
     assert lines[0].startswith("jail -c name=kn") and lines[0].endswith(" persist ip4=new ip6=new")
     assert lines[1:3] == ["ifconfig kleene0 inet 10.2.3.1/32 alias", f"jail -m name={lines[0].split('=')[1].split()[0]} ip4.addr=10.2.3.1"]
     assert lines[3].startswith("pfctl -a kleenenet/testnet -t kn_") and lines[3].endswith(" -T add 10.2.3.1")
-    assert lines[4].startswith("# then: jexec kn") and lines[4].endswith(" ifconfig")
+    assert lines[4].startswith("# then: env PATH=/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin jexec kn")
+    assert lines[4].endswith(" ifconfig")
     assert lines[5:] == ["# and when it exits:", lines[3].replace("-T add", "-T delete"),
                          "ifconfig kleene0 inet 10.2.3.1 -alias", "pfctl -k 10.2.3.1", "pfctl -k 0.0.0.0/0 -k 10.2.3.1",
                          f"jail -r {lines[0].split('=')[1].split()[0]}"]

@@ -11,7 +11,7 @@ import pytest
 
 from kleenenet.errors import HostError, InvalidInput, KleenenetError
 from kleenenet.model import Container, Image
-from kleenenet.platform.freebsd import FreeBSDPlatform, zfs
+from kleenenet.platform.freebsd import COMMAND_DEFAULTS, FreeBSDPlatform, zfs
 from kleenenet.platform.freebsd.host import PreviewRunner
 from kleenenet.service import Service
 from kleenenet.store import Store
@@ -279,10 +279,24 @@ def test_the_command_gets_its_environment_and_user(bench):
     s = bench.svc()
     s.create_container(["sh", "-c", "env"], name="w", env=["GREETING=hello world", "EMPTY="], user="www")
     lines = bench.plan(lambda s: s.start("w")).splitlines()
-    assert lines[-1] == "# then: env 'GREETING=hello world' EMPTY= jexec -U www kn000000000001 sh -c env"
+    assert lines[-1] == ("# then: env PATH=/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin "
+                         "'GREETING=hello world' EMPTY= jexec -U www kn000000000001 sh -c env")
     s.start("w")
     assert bench.host.started == ["jexec -U www kn000000000001 sh -c env"]
-    assert bench.host.environments == [{"GREETING": "hello world", "EMPTY": ""}]
+    assert bench.host.environments == [{"PATH": COMMAND_DEFAULTS["PATH"], "GREETING": "hello world", "EMPTY": ""}]
+
+
+def test_a_command_of_a_port_is_found_whoever_starts_it(bench):
+    """jexec keeps its caller's environment, and rc.d's PATH has no /usr/local/bin: the command
+    gets login.conf's default PATH, unless the container's env sets one."""
+    s = bench.svc()
+    assert s.run(["python3", "-c", "pass"], name="py") == 0
+    assert bench.host.environments[-1]["PATH"] == COMMAND_DEFAULTS["PATH"]
+    assert s.exec_environ("py")["PATH"] == COMMAND_DEFAULTS["PATH"]  # (kleenenet exec, the API's exec)
+    s.create_container(["sleep", "60"], name="own", env=["PATH=/bin:/usr/bin"])
+    s.start("own")
+    assert bench.host.environments[-1]["PATH"] == "/bin:/usr/bin"
+    assert s.exec_environ("own")["PATH"] == "/bin:/usr/bin"
 
 
 def test_exec_command(bench):

@@ -79,8 +79,15 @@ def jexec(c: Container, cmd: list[str], user: str = "") -> list[str]:
     return ["jexec", *(["-U", user] if user else []), jail_name(c), *cmd]
 
 
+# The PATH of login.conf's default class: jexec without -l keeps its caller's environment, and
+# rc.d starts the daemon with /sbin:/bin:/usr/sbin:/usr/bin, where no port's command is found.
+COMMAND_DEFAULTS = {"PATH": "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin"}
+
+
 def _environment(c: Container) -> dict[str, str]:
-    return dict(entry.split("=", 1) for entry in c.env)
+    """What a container's command has over its starter's environment: the defaults, then the
+    container's own env (which may set PATH)."""
+    return {**COMMAND_DEFAULTS, **dict(entry.split("=", 1) for entry in c.env)}
 
 
 def _family(addr: str) -> int:
@@ -147,6 +154,7 @@ class FreeBSDPlatform:
     # A detached jail whose command exits keeps its wiring until the daemon's sweep (rc.d's
     # kleenenet_daemon), a later command on it, or reconcile sees it: no watcher process here.
     watches_detached = False
+    command_defaults = COMMAND_DEFAULTS  # (an exec's environment has them too: Service.exec_environ)
     rootless_drivers = ()  # a jail is root's to make
 
     @property

@@ -126,6 +126,7 @@ def _sysctl_path(key: str) -> Path:
 class LinuxPlatform:
     name = "linux"
     watches_detached = True  # `run -d` leaves a watcher (kleenenet/watch.py: a pidfd) for its command
+    command_defaults: dict[str, str] = {}  # a container's command has its starter's environment
 
     @cached_property
     def nl(self) -> Netlink:
