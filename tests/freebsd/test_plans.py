@@ -258,6 +258,13 @@ def test_bad_network_input_runs_nothing(bench, args, message):
     ({"jail_params": ("ip4.addr=1.2.3.4",)}, "kleenenet sets ip4.addr"),
     ({"jail_params": ("vnet.interface=em0",)}, "kleenenet sets vnet.interface"),
     ({"jail_params": ("Bad Key=1",)}, "invalid jail parameter 'Bad Key=1'"),
+    # pseudo-parameters jail(8) acts on at creation and `jail -r NAME` never undoes
+    ({"jail_params": ("mount.devfs",)}, "invalid jail parameter 'mount.devfs': jail.8. acts on mount.devfs"),
+    ({"jail_params": ("mount.fstab=/etc/fstab.web",)}, "acts on mount.fstab when it creates"),
+    ({"jail_params": ("exec.poststart=touch /tmp/x",)}, "acts on exec.poststart when it creates"),
+    ({"jail_params": ("depend=other",)}, "acts on depend when it creates"),
+    ({"jail_params": ("ip_hostname",)}, "acts on ip_hostname when it creates"),
+    ({"jail_params": ("interface=em0",)}, "acts on interface when it creates"),
     ({"driver": "vnet"}, "vnet jail: it can join bridge networks only"),
     ({"networks": (("testnet", "10.9.9.9", "<auto>"),)}, "10.9.9.9"),
 ])

@@ -57,6 +57,10 @@ JAIL_OPTION_RELEASE = 1400000  # `ifconfig -j` and `route -j` appeared in FreeBS
 # Jail parameters kleenenet sets itself from the container and its networks.
 OWN_JAIL_PARAMS = {"name", "jid", "persist", "nopersist", "vnet", "vnet.interface", "ip4", "ip4.addr",
                    "ip6", "ip6.addr", "command", "host.hostname"}
+# jail(8)'s pseudo-parameters that act when the jail is created: mounts, commands and
+# dependencies that `jail -r NAME`, without the jail.conf that named them, never undoes (a
+# mount.devfs stays mounted on the root's /dev after the jail is gone, FreeBSD 15.0).
+UNDONE_JAIL_PARAMS = ("exec.", "mount", "depend", "ip_hostname", "interface")
 JAIL_PARAM_RE = re.compile(r"[a-z][a-z0-9_.]*(=.*)?", re.S)
 JAIL_NAME_RE = re.compile(JAIL_PREFIX + "[0-9a-f]{12}")
 FREEBSD_DRIVERS = ("ipnet", "vnet", "host", "disabled")
@@ -681,6 +685,10 @@ class FreeBSDPlatform:
             if key in OWN_JAIL_PARAMS or key.startswith("vnet."):
                 raise InvalidInput(f"invalid jail parameter {param!r}: kleenenet sets {key} from the "
                                    "container's name, driver and networks")
+            if key.startswith(UNDONE_JAIL_PARAMS[0]) or key.partition(".")[0] in UNDONE_JAIL_PARAMS[1:]:
+                raise InvalidInput(f"invalid jail parameter {param!r}: jail(8) acts on {key} when it creates a "
+                                   "jail and `jail -r` never undoes it; set it up on the host (e.g. mount devfs "
+                                   "in the root with an fstab entry)")
         # A ZFS image's container has no root yet: its clone's mountpoint becomes it.
         if c.root and not c.dataset and not self.runner.is_directory(c.root):
             raise InvalidInput(f"invalid root directory {c.root!r}: not a directory")
