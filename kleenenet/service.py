@@ -391,10 +391,17 @@ class Service:
         leads to: refused when the container's networks give it none, rather than published
         nowhere. (A container on no network yet may start: its ports lead somewhere once it
         joins one, as in Kleene's create, start, connect.)"""
-        if c.network_driver in USER_MODE_DRIVERS or not eps or all(pp.interfaces for pp in c.public_ports):
+        if c.network_driver in USER_MODE_DRIVERS or not eps or not c.public_ports:
             return
-        wired = [(self.store.network(ep.network_id), ep) for ep in eps]
+        networks = [(self.store.network(ep.network_id), ep) for ep in eps]
+        wired = [(net, ep) for net, ep in networks if self.platform.ports_lead_to(net, c)]
         chosen = [t for t in (ports.target(wired, 4), ports.target(wired, 6)) if t]
+        if not chosen and any(ports.target(networks, family) for family in (4, 6)):
+            net = next(net for net, _ in networks if not self.platform.ports_lead_to(net, c))
+            raise InvalidInput(f"published ports cannot lead to container {c.name!r} on the custom network "
+                               f"{net.name!r}: it is on the LAN, connect to its address directly")
+        if all(pp.interfaces for pp in c.public_ports):
+            return
         if not any(net.nat for net, _ in chosen):
             pp = next(pp for pp in c.public_ports if not pp.interfaces)
             where = (f"network {chosen[0][0].name!r} has no NAT interface" if chosen else

@@ -13,6 +13,7 @@ import pytest
 
 from kleenenet.errors import HostError, InvalidInput, KleenenetError
 from kleenenet.platform.freebsd import parsers
+from kleenenet.vocabulary import parse_publish
 from tests.freebsd.bench import Bench
 from tests.freebsd.test_plans import check_every_step_rolls_back, check_golden, net_bridge, net_loopback
 
@@ -313,3 +314,40 @@ def test_simulated_nic_refuses_what_a_nic_refuses(lan):
     with pytest.raises(HostError, match="BRDGDEL em1: No such file or directory"):
         lan.host.run(["ifconfig", "bridge0", "deletem", "em1"])
     assert lan.host.run(["ifconfig", "bridge", "create"]) == "bridge1\n"  # bridge0 holds unit 0
+
+
+def test_published_ports_cannot_lead_to_a_vnet_jail_on_the_lan(lan):
+    """A vnet jail on a custom network answers a client directly or by the LAN's router, never
+    through the host: an rdr toward it would never be undone. Refused, nothing changes."""
+    s = lan.svc()
+    net_lanbridge(s)
+    before, log = lan.host.snapshot(), len(lan.host.log)
+    for published in ("8080:80", "em0:8080:80"):
+        with pytest.raises(InvalidInput, match="published ports cannot lead to container 'app' on the custom "
+                                               "network 'blan': it is on the LAN, connect to its address directly"):
+            s.run(["nc", "-l", "80"], name="app", driver="vnet", networks=("blan",), detach=True,
+                  public_ports=[parse_publish(published)])
+        assert lan.host.snapshot() == before and len(lan.host.log) == log and s.store.containers() == []
+
+
+def test_published_ports_of_a_vnet_jail_lead_to_its_bridge_network_not_the_lan(lan):
+    s = lan.svc()
+    net_lanbridge(s)  # "blan" comes before "bnet" by name
+    net_bridge(s)
+    s.run(["nc", "-l", "80"], name="app", driver="vnet", networks=("blan", "bnet"), detach=True,
+          public_ports=[parse_publish("8080:80")])
+    cid = s.store.container("app").id
+    anchors = lan.host.state["anchors"]
+    assert f"kleenenet/blan/ports/{cid}" not in anchors
+    assert "-> 10.5.0.2 port 80" in anchors[f"kleenenet/bnet/ports/{cid}"]
+
+
+def test_published_ports_of_an_ipnet_jail_on_the_lan_go_through_the_host(lan):
+    """An ipnet jail's address is the host's: its answers leave by the host's stack."""
+    s = lan.svc()
+    net_nic(s)
+    s.run(["nc", "-l", "80"], name="web", driver="ipnet", networks=("lan",), detach=True,
+          public_ports=[parse_publish("em0:8080:80")])
+    cid = s.store.container("web").id
+    [ep] = s.store.endpoints(container_id=cid)
+    assert f"-> {ep.ip_address} port 80" in lan.host.state["anchors"][f"kleenenet/lan/ports/{cid}"]

@@ -425,6 +425,12 @@ class FreeBSDPlatform:
 
     # endpoints
 
+    def ports_lead_to(self, net: Network, c: Container) -> bool:
+        """Whether `c`'s published ports can lead to it on `net`. Not to a vnet jail on a custom
+        network: it is on the LAN, and answers a client directly or by the LAN's router, never
+        through the host, so the rdr is never undone on its answers."""
+        return not (c.network_driver == "vnet" and net.type == "custom")
+
     def check_attach(self, net: Network, c: Container) -> None:
         if net.type == "custom":
             iface = self._foreign_interface(net.interface, f"network {net.name!r}")
@@ -485,7 +491,7 @@ class FreeBSDPlatform:
         """The anchors of a container's published ports, path -> text, given its wired endpoints
         (ports.forwards says where each leads)."""
         by_network: dict[str, list] = {}
-        for f in forwards(c, wired):
+        for f in forwards(c, [(net, ep) for net, ep in wired if self.ports_lead_to(net, c)]):
             by_network.setdefault(f.network_id, []).append(f)
         networks = {n.id: n for n, _ in wired}
         return {pf.ports_anchor(networks[nid], c.id): pf.render_ports(networks[nid], c.name, c.id, fw,

@@ -337,6 +337,10 @@ class LinuxPlatform:
 
     # endpoints
 
+    def ports_lead_to(self, net: Network, c: Container) -> bool:
+        """Whether `c`'s published ports can lead to it on `net`: on any of its networks."""
+        return True
+
     def check_attach(self, net: Network, c: Container) -> None:
         """Any namespace joins any network type; a custom network while its interface is usable."""
         if net.type == "custom" and (refusal := self._custom_refusal(net.interface)):
