@@ -406,8 +406,9 @@ class Service:
             pp = next(pp for pp in c.public_ports if not pp.interfaces)
             where = (f"network {chosen[0][0].name!r} has no NAT interface" if chosen else
                      "none of its networks reaches out (--internal)")
+            example = self.platform.default_route_interface() or "IFACE"  # (the host's: em0, eth0...)
             raise InvalidInput(f"published port {pp.protocol}/{pp.host_port} leads nowhere: {where}; "
-                               f"name the interface it arrives on, e.g. -p eth0:{pp.host_port}")
+                               f"name the interface it arrives on, e.g. -p {example}:{pp.host_port}")
 
     def _check_ports_free(self, c: Container) -> None:
         """A host port/protocol has one owner: one running container, not the host itself."""

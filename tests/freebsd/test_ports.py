@@ -62,7 +62,8 @@ def test_no_ports_on_an_internal_network(bench):
     s = bench.svc()
     s.create_network("inner", "bridge", subnet="10.7.0.0/24", internal=True)
     before = anchors(bench)
-    with pytest.raises(InvalidInput, match="leads nowhere: none of its networks reaches out"):
+    with pytest.raises(InvalidInput, match="leads nowhere: none of its networks reaches out .--internal.; "
+                                           "name the interface it arrives on, e.g. -p em0:8080"):
         s.run(["true"], name="hidden", driver="vnet", networks=("inner",), detach=True, public_ports=PUBLISHED)
     assert anchors(bench) == before and "ports" not in before["kleenenet/inner"]
     assert s.store.containers() == []
