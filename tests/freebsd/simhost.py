@@ -35,7 +35,8 @@ TRANSLATION = ("nat", "rdr", "nat-anchor", "rdr-anchor")  # what `-F nat` clears
 
 
 def _is_query(argv: list[str]) -> bool:
-    return (any(tuple(argv[:len(q)]) == q for q in QUERIES)
+    return ((argv[0] == "ifconfig" and len(argv) == 2 and not argv[1].startswith("-"))  # ifconfig NAME
+            or any(tuple(argv[:len(q)]) == q for q in QUERIES)
             or (argv[0] == "pfctl" and ("-s" in argv or argv[-2:] == ["-T", "show"])))
 
 
@@ -43,6 +44,7 @@ STARTER_PATH = "/sbin:/bin:/usr/sbin:/usr/bin"  # what rc.d gives the daemon (an
 # Where the commands tests run are (a jail's root is the host's / unless told): base and ports.
 COMMANDS_IN = {"/bin": ("sh", "sleep", "echo", "cat", "test"), "/usr/bin": ("true", "false", "nc", "env", "id"),
                "/sbin": ("ifconfig", "route"), "/usr/local/bin": ("python3",)}
+DAD_SECONDS = 0.05  # how long the model's duplicate address detection takes (FreeBSD's: about 1 s)
 DEFAULT_MTU = {"lo": 16384}  # if_loop.c LOMTU; Ethernet-like interfaces 1500
 # Kinds: "lo", "bridge", "epair" (cloned), "nic" (a network card: no cloner, never destroyed),
 # "ether" (em0, and interfaces tests make up).
@@ -109,6 +111,11 @@ class SimulatedFreeBSD(Runner):
         self.fail_on = fail_on  # fail the first changing command whose text contains this
         self.crash_at: int | None = None
         self.crashed = False
+        # IPv6 addresses in duplicate address detection, until when: nd6_dad_start() marks a new
+        # address IN6_IFF_TENTATIVE (not on a loopback interface, nor with ND6_IFF_NO_DAD), and
+        # it cannot be bound before DAD ends (in6_pcbbind: EADDRNOTAVAIL). Kept out of the state:
+        # how long DAD took is no difference a test compares.
+        self.dad_until: dict[str, float] = {}
 
     def snapshot(self) -> dict:
         """The host's state as tests compare it: without the emptied anchors pf keeps listing,
@@ -211,6 +218,13 @@ class SimulatedFreeBSD(Runner):
                     out.write(f"jexec: execvp: {cmd[0]}: No such file or directory\n")
             return _Finished(None, 1)
         jail["processes"] = True
+        if cmd[:1] == ["nc"] and any(self._tentative(a) for a in jail["params"].get("ip6.addr", "").split(",") if a):
+            # nc -l binds the jail's address: not before its DAD has ended
+            if log is not None:
+                with open(log, "a") as out:
+                    out.write("nc: Can't assign requested address\n")
+            jail["processes"] = False  # (it has exited)
+            return _Finished(None, 1)
         if cmd[:1] == ["sleep"]:
             proc = _Sleeping(self, name, float(cmd[1]))
             self.processes.setdefault(name, []).append(proc)
@@ -239,6 +253,8 @@ class SimulatedFreeBSD(Runner):
 
     def _ifconfig(self, args: list[str], stdin) -> str:
         ifs = self.state["interfaces"]
+        if len(args) == 1 and not args[0].startswith("-"):
+            return self._ifconfig_text(args[0], self._get(args[0]))
         if args == ["-l"]:
             return " ".join(n for n, i in ifs.items() if i["vnet"] is None) + "\n"
         if args == ["-a"]:
@@ -365,10 +381,14 @@ class SimulatedFreeBSD(Runner):
         for old in have:
             iface["addrs"].remove(old)
         iface["addrs"].append(str(new))
+        if new.version == 6 and iface["kind"] != "lo" and "NO_DAD" not in iface["nd6"]:
+            self.dad_until[str(new.ip)] = time.monotonic() + DAD_SECONDS
         iface["addrs"].sort(key=lambda a: (ipaddress.ip_interface(a).version, ipaddress.ip_interface(a)))  # (order means nothing)
 
-    @staticmethod
-    def _delete_address(iface: dict, family: str, addr: str) -> None:
+    def _tentative(self, addr: str) -> bool:
+        return time.monotonic() < self.dad_until.get(addr, 0)
+
+    def _delete_address(self, iface: dict, family: str, addr: str) -> None:
         """`ifconfig NAME inet|inet6 ADDR -alias` (SIOCDIFADDR): an address the interface does
         not have is EADDRNOTAVAIL (in_difaddr_ioctl() in sys/netinet/in.c, in6_control())."""
         ip = ipaddress.ip_address(addr.split("/")[0])
@@ -377,6 +397,7 @@ class SimulatedFreeBSD(Runner):
             call = "SIOCDIFADDR" if family == "inet" else "SIOCDIFADDR_IN6"
             raise HostError(f"ifconfig: ioctl ({call}): Can't assign requested address")
         iface["addrs"].remove(have[0])
+        self.dad_until.pop(str(ip), None)
 
     def add_lan(self) -> None:
         """The host's LANs, interfaces kleenenet did not create: em1, a NIC on 192.168.1.0/24
@@ -468,8 +489,7 @@ class SimulatedFreeBSD(Runner):
         return "".join(self._ifconfig_text(n, {**i, "addrs": [a for a in i["addrs"] if visible(a)]})
                        for n, i in self.state["interfaces"].items() if i["vnet"] is None)
 
-    @staticmethod
-    def _ifconfig_text(name: str, i: dict) -> str:
+    def _ifconfig_text(self, name: str, i: dict) -> str:
         flags = ",".join(f for f in ("UP" if i["up"] else "", "LOOPBACK" if i["kind"] == "lo" else "",
                                       "RUNNING" if i["up"] else "") if f)
         lines = [f"{name}: flags={8049 if i['up'] else 8008}<{flags}> metric 0 mtu {i['mtu']}"]
@@ -482,7 +502,8 @@ class SimulatedFreeBSD(Runner):
             if addr.version == 4:
                 lines.append(f"\tinet {addr.ip} netmask 0x{int(addr.netmask):08x}")
             else:
-                lines.append(f"\tinet6 {addr.ip} prefixlen {addr.network.prefixlen}")
+                tentative = " tentative" if self._tentative(str(addr.ip)) else ""
+                lines.append(f"\tinet6 {addr.ip} prefixlen {addr.network.prefixlen}{tentative}")
         for m in i["members"]:
             flags = "LEARNING,DISCOVER,PRIVATE" if m in i["private"] else "LEARNING,DISCOVER"
             lines.append(f"\tmember: {m} flags=3<{flags}>")

@@ -440,3 +440,14 @@ def test_sockstat_without_header_or_sockets():
 def test_sockstat_malformed(text, message):
     with pytest.raises(ValueError, match=message):
         parse_sockstat(text)
+
+
+def test_ifconfig_tentative_and_duplicated_ipv6_addresses():
+    text = ("em1: flags=8863<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST> metric 0 mtu 1500\n"
+            "\tinet6 fd00:1::100 prefixlen 128 tentative\n"
+            "\tinet6 fd00:1::101 prefixlen 128 duplicated\n"
+            "\tinet6 fd00:1::10 prefixlen 64\n")
+    em1 = parse_ifconfig(text)["em1"]
+    assert em1.tentative == {ipaddress.ip_address("fd00:1::100")}
+    assert em1.duplicated == {ipaddress.ip_address("fd00:1::101")}
+    assert len(em1.inet6) == 3

@@ -123,6 +123,19 @@ def test_an_internal_network_takes_nothing_in_from_outside(bench):
     assert text.index("pass quick from <kn_000000000001> to <kn_000000000001>") < text.index(block)
 
 
+def test_ipnet_jails_ipv6_address_on_a_bridge_network_is_usable_at_once(bench):
+    """An ipnet jail's address is an alias on the bridge: no DAD on kleenenet's own link (the
+    bridge has no_dad), so its command can bind it at once; reconcile puts the flag back."""
+    s = bench.svc()
+    v6_bridge(s)
+    assert "NO_DAD" in bench.host.state["interfaces"]["kleene0"]["nd6"]
+    assert s.run(["nc", "-6", "-l", "fd00:7::2", "80"], name="web", driver="ipnet", networks=("six",)) == 0
+    bench.host.state["interfaces"]["kleene0"]["nd6"].remove("NO_DAD")
+    s.reconcile()
+    assert "NO_DAD" in bench.host.state["interfaces"]["kleene0"]["nd6"]
+    assert bench.plan(lambda s: s.reconcile()) == "\n"
+
+
 def test_icc_off_bridge_lets_an_ipnet_jail_reach_itself(bench):
     """A /32 alias on a bridge is reached over lo0 (in.c: loopback route for a non-loopback
     interface), where `block from <t> to <t>` would drop a jail's traffic to itself."""

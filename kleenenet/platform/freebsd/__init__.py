@@ -33,6 +33,7 @@ import ipaddress
 import os
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,9 @@ UNDONE_JAIL_PARAMS = ("exec.", "mount", "depend", "ip_hostname", "interface")
 JAIL_PARAM_RE = re.compile(r"[a-z][a-z0-9_.]*(=.*)?", re.S)
 JAIL_NAME_RE = re.compile(JAIL_PREFIX + "[0-9a-f]{12}")
 FREEBSD_DRIVERS = ("ipnet", "vnet", "host", "disabled")
+# How long a jail's IPv6 address on a LAN may stay tentative: duplicate address detection takes
+# net.inet6.ip6.dad_count (1) neighbour solicitations a second apart (nd6_dad_start).
+DAD_TIMEOUT = 10.0
 # The least MTU a bridge and an epair take on FreeBSD 15.0 (SIOCSIFMTU refuses less: EINVAL).
 MIN_MTU = 72
 
@@ -363,6 +367,8 @@ class FreeBSDPlatform:
         # (ifclonecreate() in sbin/ifconfig/ifclone.c), with nothing to destroy it by.
         if net.type == "bridge":
             self._step(plan, ["ifconfig", name, "mtu", str(net.mtu)])
+            if net.subnet6:  # usable at once: no DAD on a link of kleenenet's own (a cloned lo does none)
+                self._step(plan, ["ifconfig", name, "inet6", "no_dad"])
         for gw, subnet in ((net.gateway, net.subnet), (net.gateway6, net.subnet6)):
             if gw:
                 prefix = ipaddress.ip_network(subnet).prefixlen
@@ -485,7 +491,32 @@ class FreeBSDPlatform:
             if addr and _host_prefix(addr) not in present:
                 self._step(plan, ["ifconfig", net.interface, _inet(_family(addr)), _host_prefix(addr), "alias"],
                            ["ifconfig", net.interface, _inet(_family(addr)), addr, "-alias"])
+                if net.type == "custom" and _family(addr) == 6:  # on the LAN, DAD must run
+                    plan.add(f"ifconfig {net.interface}  # until {addr} is no longer tentative (DAD)",
+                             lambda addr=addr: self._wait_for_dad(net.interface, addr))
         return plan
+
+    def _wait_for_dad(self, ifname: str, addr: str) -> None:
+        """Wait until duplicate address detection has ended for `addr` on `ifname`: a tentative
+        address cannot be bound yet (the jail's command would fail with "Can't assign requested
+        address"), a duplicated one never."""
+        ip, deadline = ipaddress.ip_address(addr), time.monotonic() + DAD_TIMEOUT
+        while True:
+            try:
+                iface = parsers.parse_ifconfig(self.runner.run(["ifconfig", ifname])).get(ifname)
+            except ValueError as e:
+                raise HostError(f"unexpected output: {e}") from None
+            if iface is None:
+                raise HostError(f"interface {ifname} is gone")
+            if ip in iface.duplicated:
+                raise HostError(f"address {addr} is already in use on the LAN of {ifname} (duplicate address "
+                                "detection): give the container another with --ip6")
+            if ip not in iface.tentative:
+                return
+            if time.monotonic() >= deadline:
+                raise HostError(f"address {addr} on {ifname} is still tentative after {DAD_TIMEOUT:g} s of duplicate "
+                                "address detection")
+            time.sleep(0.05)
 
     def _port_anchors(self, c: Container, wired: list[tuple[Network, Endpoint]]) -> dict[str, str]:
         """The anchors of a container's published ports, path -> text, given its wired endpoints
@@ -860,6 +891,8 @@ class FreeBSDPlatform:
     def _plan_repair_interface(self, net: Network, iface, endpoints: list[Endpoint]) -> Plan:
         """Aliases nothing owns go, a lost gateway address comes back, the interface is up."""
         plan = Plan("repair")
+        if net.type == "bridge" and net.subnet6 and "NO_DAD" not in iface.nd6:
+            self._step(plan, ["ifconfig", net.interface, "inet6", "no_dad"])
         present = {str(a) for a in (*iface.inet, *iface.inet6)}
         keep = {net.gateway, net.gateway6} | {a for ep in endpoints if ep.network_id == net.id
                                               for a in (ep.ip_address, ep.ip_address6)}

@@ -50,6 +50,10 @@ class Interface:
     inet6: list[ipaddress.IPv6Interface] = field(default_factory=list)
     members: list[str] = field(default_factory=list)
     nd6: set[str] = field(default_factory=set)  # "nd6 options=23<PERFORMNUD,ACCEPT_RTADV,...>"
+    # IPv6 addresses still in duplicate address detection ("... prefixlen 128 tentative"), and
+    # those it found in use elsewhere ("duplicated"): neither can be bound yet
+    tentative: set[ipaddress.IPv6Address] = field(default_factory=set)
+    duplicated: set[ipaddress.IPv6Address] = field(default_factory=set)
 
     @property
     def up(self) -> bool:
@@ -103,6 +107,10 @@ def _parse_attribute(iface: Interface, line: str, number: int) -> None:
             iface.inet.append(_inet(words))
         elif key == "inet6":
             iface.inet6.append(_inet6(words))
+            if "tentative" in words:
+                iface.tentative.add(iface.inet6[-1].ip)
+            if "duplicated" in words:
+                iface.duplicated.add(iface.inet6[-1].ip)
         elif key == "ether":
             iface.ether = words[0].lower()
         elif key == "description:":
