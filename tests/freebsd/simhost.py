@@ -126,12 +126,15 @@ class SimulatedFreeBSD(Runner):
 
     def release(self, version: int) -> None:
         """Be FreeBSD `version` (__FreeBSD_version, e.g. 1302000): 15 has
-        net.link.bridge.member_ifaddrs=0 (if_bridge(4), 15.0 release notes)."""
+        net.link.bridge.member_ifaddrs (if_bridge(4)), 1 on 15.0-RELEASE as installed (0 refuses
+        a member with an address), and net.link.bridge.pfil_member=0 (14: 1)."""
         self.state["sysctl"]["kern.osreldate"] = str(version)
         if version >= 1500000:
-            self.state["sysctl"]["net.link.bridge.member_ifaddrs"] = "0"
+            self.state["sysctl"]["net.link.bridge.member_ifaddrs"] = "1"
+            self.state["sysctl"]["net.link.bridge.pfil_member"] = "0"
         else:
             self.state["sysctl"].pop("net.link.bridge.member_ifaddrs", None)
+            self.state["sysctl"]["net.link.bridge.pfil_member"] = "1"
 
     def revive(self) -> None:
         """A new kleenenet process after a crash."""

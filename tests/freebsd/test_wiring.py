@@ -221,6 +221,8 @@ def test_preview_answers_the_release_query():
 
 def test_simulated_freebsd_15_refuses_a_member_with_an_address(bench):
     bench.host.release(1500000)
+    assert bench.host.state["sysctl"]["net.link.bridge.member_ifaddrs"] == "1"  # (15.0-RELEASE's default)
+    bench.host.state["sysctl"]["net.link.bridge.member_ifaddrs"] = "0"
     h = bench.host
     h.run(["ifconfig", "bridge", "create", "name", "br"])
     a = h.run(["ifconfig", "epair", "create"]).strip()
@@ -234,9 +236,12 @@ def test_simulated_freebsd_15_refuses_a_member_with_an_address(bench):
     assert h.state["interfaces"][b]["addrs"] == [] and h.state["interfaces"]["br"]["members"] == [b]
 
 
-@pytest.mark.parametrize("release", [1302000, 1402000, 1500000])
-def test_vnet_jails_on_every_release(bench, release):
+@pytest.mark.parametrize("release, member_ifaddrs", [(1302000, None), (1402000, None), (1500000, "1"),
+                                                     (1500000, "0")])
+def test_vnet_jails_on_every_release(bench, release, member_ifaddrs):
     bench.host.release(release)
+    if member_ifaddrs:
+        bench.host.state["sysctl"]["net.link.bridge.member_ifaddrs"] = member_ifaddrs
     s = bench.svc()
     net_bridge(s)
     run_vnet(s)
