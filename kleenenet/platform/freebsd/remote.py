@@ -41,6 +41,7 @@ SCHEME = "serial:"
 TIMEOUT = 300  # seconds an exchange may take (a `jail -r` waits for its processes)
 REMOTE_DIR = "/tmp/kleenenet-remote"  # on the remote host: the background commands' files
 POLL = (0.05, 1.0)
+CHUNK = 8192  # the most standard input sent in one exchange (see _exchange_with_file)
 GONE = 255  # a relay's status when its command's host lost it (a reboot)  # a relay's polling interval: first, and at most (it doubles while idle)
 
 
@@ -63,6 +64,8 @@ class RemoteRunner(Runner):
 
     def exchange(self, script: str, stdin: str | None = None, timeout: float = TIMEOUT) -> tuple[int, bytes, bytes]:
         """Run shell `script` on the remote host: its exit status, standard output and error."""
+        if stdin is not None and len(stdin) > CHUNK:
+            return self._exchange_with_file(script, stdin, timeout)
         nonce = secrets.token_hex(8)
         if stdin is not None:
             # a here-document ends with a newline; pfctl and the rest read text
@@ -79,6 +82,27 @@ class RemoteRunner(Runner):
         status = int(reply[status_mark + len(nonce) + 2:newline])
         end = reply.rindex(f"\n{nonce}.\n".encode())
         return status, reply[start:status_mark], reply[newline + 1:end]
+
+    def _exchange_with_file(self, script: str, stdin: str, timeout: float) -> tuple[int, bytes, bytes]:
+        """A large input goes first into a file there, a chunk per exchange: a tty's input queue
+        holds a few kilobytes, and what comes while it is full is lost."""
+        path = f"/tmp/.kleenenet-in-{secrets.token_hex(8)}"
+        lines = stdin.splitlines(keepends=True)
+        chunks, chunk = [], ""
+        for line in lines:
+            if chunk and len(chunk) + len(line) > CHUNK:
+                chunks.append(chunk)
+                chunk = ""
+            chunk += line
+        chunks.append(chunk)
+        try:
+            for chunk in chunks:
+                status, _, err = self.exchange(f"cat >>{path}", chunk, timeout)
+                if status != 0:
+                    return status, b"", err
+            return self.exchange(f"( {script} ) <{path}", None, timeout)
+        finally:
+            self.exchange(f"rm -f {path}")
 
     def _send(self, request: bytes, last: bytes, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
