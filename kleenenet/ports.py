@@ -24,19 +24,30 @@ class Forward:
     network_id: str
 
 
-def target(wired: list[tuple[Network, Endpoint]], family: int) -> tuple[Network, Endpoint] | None:
-    """The network and endpoint a published port of this address family leads to."""
+def by_network_name(net: Network, ep: Endpoint, family: int):
+    return net.name
+
+
+def in_given_order(wired: list[tuple[Network, Endpoint]]):
+    """A rank: the first endpoint of `wired` first."""
+    order = {ep.id: k for k, (_, ep) in enumerate(wired)}
+    return lambda net, ep, family: order[ep.id]
+
+
+def target(wired: list[tuple[Network, Endpoint]], family: int, rank=by_network_name) -> tuple[Network, Endpoint] | None:
+    """The network and endpoint a published port of this address family leads to: the first by
+    `rank(net, ep, family)` that reaches out (by default, the first network by name)."""
     attr = "ip_address" if family == 4 else "ip_address6"
     return min(((net, ep) for net, ep in wired if not net.internal and getattr(ep, attr)),
-               key=lambda pair: pair[0].name, default=None)
+               key=lambda pair: rank(*pair, family), default=None)
 
 
-def forwards(c: Container, wired: list[tuple[Network, Endpoint]]) -> list[Forward]:
+def forwards(c: Container, wired: list[tuple[Network, Endpoint]], rank=by_network_name) -> list[Forward]:
     """The forwardings of container `c` whose endpoints `wired` are up. A port without interfaces
     arrives on the chosen network's NAT interface (none: not published for that family)."""
     out = []
     for family, attr in ((4, "ip_address"), (6, "ip_address6")):
-        if (chosen := target(wired, family)) is None:
+        if (chosen := target(wired, family, rank)) is None:
             continue
         net, ep = chosen
         for pp in c.public_ports:

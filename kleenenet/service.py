@@ -721,13 +721,17 @@ class Service:
             self.store.set_epair(ep.id, None)
         running = [c for c in self.store.containers() if c.running]
         self._apply(self.platform.plan_reconcile(self.store.networks(), self._wired_endpoints(), running))
+        rewired = False
         for c in self.store.containers():
             for ep in self.store.endpoints(container_id=c.id) if c.running else ():
                 if not ep.epair:
                     try:  # one that cannot be wired now (its plan rolled back) keeps none of the others back
                         self._wire(self.store.network(ep.network_id), ep, c)
+                        rewired = True
                     except KleenenetError as e:
                         unwired.append(f"{c.name} on {self.store.network(ep.network_id).name} ({e})")
+        if rewired:  # wired again last, as a connect is: what depends on their order is put right
+            self._apply(self.platform.plan_reconcile(self.store.networks(), self._wired_endpoints(), running))
         return unwired
 
     # resolver files (kleenenet/dns.py): each container's resolv.conf and hosts, kept current

@@ -14,7 +14,7 @@ import pytest
 
 from kleenenet.errors import KleenenetError
 from kleenenet.platform.freebsd import FreeBSDPlatform, jail_name, pf
-from kleenenet.ports import forwards
+from kleenenet.ports import by_network_name, forwards, in_given_order
 from kleenenet.service import Service
 from kleenenet.store import Store
 from tests.freebsd.bench import Bench
@@ -93,12 +93,13 @@ def check_host_agrees_with_store(store: Store, host) -> None:
             have = {a for key in ("ip4.addr", "ip6.addr") for a in params.get(key, "").split(",") if a}
             assert have == {a for ep in wired if ep.container_id == c.id for a in (ep.ip_address, ep.ip_address6) if a}
     # each running container's published ports: an anchor below the network they lead to (its
-    # first by name that reaches out)
+    # first by name that reaches out; an ipnet jail's: the first it joined)
     by_id = {n.id: n for n in networks}
     ports = {}
     for c in running:
-        for f in forwards(c, [(n, ep) for n in networks for ep in wired if ep.container_id == c.id
-                              and ep.network_id == n.id]):
+        mine = [(by_id[ep.network_id], ep) for ep in wired if ep.container_id == c.id]
+        rank = in_given_order(mine) if c.network_driver == "ipnet" else by_network_name
+        for f in forwards(c, mine, rank):
             ports.setdefault(pf.ports_anchor(by_id[f.network_id], c.id), (c, by_id[f.network_id], []))[2].append(f)
     for path, (c, net, fw) in ports.items():
         assert pf.label(st["anchors"][path]) == pf.label(pf.render_ports(net, c.name, c.id, fw, c.network_driver == "ipnet"))

@@ -43,7 +43,7 @@ from kleenenet.plan import Plan
 from kleenenet.platform import first_free_name, stable_mac
 from kleenenet.platform.freebsd import dns, parsers, pf, zfs
 from kleenenet.platform.freebsd.host import Host, Runner, command_text, default_runner
-from kleenenet.ports import forwards
+from kleenenet.ports import by_network_name, forwards, in_given_order
 from kleenenet.vocabulary import USER_MODE_DRIVERS
 
 INTERFACE_PREFIX = "kleene"
@@ -520,9 +520,13 @@ class FreeBSDPlatform:
 
     def _port_anchors(self, c: Container, wired: list[tuple[Network, Endpoint]]) -> dict[str, str]:
         """The anchors of a container's published ports, path -> text, given its wired endpoints
-        (ports.forwards says where each leads)."""
+        in the order they were made (ports.forwards says where each leads). An ipnet jail's lead
+        to the address it has had longest, not to its first network by name: a wildcard bind in
+        a jail with one address is bound to that address (prison_local_ip4() in
+        sys/netinet/in_jail.c), so a server started before a `network connect` listens there only."""
         by_network: dict[str, list] = {}
-        for f in forwards(c, [(net, ep) for net, ep in wired if self.ports_lead_to(net, c)]):
+        rank = in_given_order(wired) if c.network_driver == "ipnet" else by_network_name
+        for f in forwards(c, [(net, ep) for net, ep in wired if self.ports_lead_to(net, c)], rank):
             by_network.setdefault(f.network_id, []).append(f)
         networks = {n.id: n for n, _ in wired}
         return {pf.ports_anchor(networks[nid], c.id): pf.render_ports(networks[nid], c.name, c.id, fw,
@@ -663,10 +667,12 @@ class FreeBSDPlatform:
         one's endpoints are taken off one by one, and in the state the ones left would take
         its ports over: what pf has on this network goes, and nothing moves."""
         networks = {n.id: n for n in [*(wiring()[0] if wiring else ()), net]}
-        wired = [(networks[e.network_id], e) for e in [*others, ep]]
+        made = {e.id: k for k, e in enumerate(wiring()[1] if wiring else [])}  # the store's order
+        mine = sorted([*others, ep], key=lambda e: made.get(e.id, len(made)))
+        wired = [(networks[e.network_id], e) for e in mine]
         before = self._port_anchors(c, wired)
         if c.running:
-            return self._plan_ports(before, self._port_anchors(c, wired[:-1]))
+            return self._plan_ports(before, self._port_anchors(c, [w for w in wired if w[1].id != ep.id]))
         plan, path = Plan("ports"), pf.ports_anchor(net, c.id)
         if path not in self._anchors(pf.anchor(net)):
             return plan, []

@@ -11,7 +11,8 @@ Each command is one exchange: the shell runs it, its standard output comes back 
 made of a random nonce, then its exit status and its standard error. One exchange at a time
 (an flock beside the socket), so several kleenenet processes can share the shell. A long-running
 command (a container's, an exec) runs in the remote background; a local relay process
-(`python -m kleenenet.platform.freebsd.remote relay SPEC -- ARGV`) follows it: it copies the
+(`python -m kleenenet.platform.freebsd.remote relay SPEC -- ARGV`, or `follow SPEC BASE` for one
+that start() has started) follows it: it copies the
 command's output to its own, passes SIGINT, SIGTERM and SIGHUP on and exits with its
 status, so callers get an ordinary subprocess. Such commands read no standard input.
 
@@ -148,7 +149,12 @@ class RemoteRunner(Runner):
                 *(["env", *assignments] if assignments else []), *argv]
 
     def start(self, argv: list[str], log: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen:
-        return super().start(self.wrap(argv, env), log)
+        """Started there before this returns (a container is running once `run -d` has
+        returned), followed here by a relay."""
+        assignments = [f"{k}={v}" for k, v in (env or {}).items()]
+        command = Background(self, [*(["env", *assignments] if assignments else []), *argv])
+        return super().start([sys.executable, "-m", "kleenenet.platform.freebsd.remote", "follow", self.spec,
+                              command.base], log)
 
     def is_directory(self, path: str) -> bool:
         return self.succeeds(["test", "-d", path])
@@ -162,18 +168,29 @@ class Background:
     """A command running in the remote host's background: its pid, output and exit status are
     files in REMOTE_DIR there."""
 
-    def __init__(self, runner: RemoteRunner, argv: list[str]):
+    def __init__(self, runner: RemoteRunner, argv: list[str] | None = None, base: str | None = None):
+        """Start `argv`, or follow the command started as `base`."""
         self.runner = runner
+        self.offset = 0
+        if base is not None:
+            self.base = base
+            return
         self.base = f"{REMOTE_DIR}/{secrets.token_hex(8)}"
         base = shlex.quote(self.base)
         # The inner sh writes its pid and execs the command: the pid is the command's own.
         inner = shlex.join(["sh", "-c", 'echo $$ >"$0.pid"; exec "$@"', self.base, *argv])
+        # Started means past the launchers in front of the command (this sh, env, jexec): until a
+        # jexec has attached to its jail, the jail has no process and its container looks
+        # stopped (at most 5 s: a command that is itself sh on the host is not waited out longer).
         status, _, err = runner.exchange(
             f"mkdir -p {REMOTE_DIR} && ( {inner} </dev/null >{base}.out 2>&1; echo $? >{base}.rc ) "
-            f"</dev/null >/dev/null 2>&1 & while [ ! -s {base}.pid ] && [ ! -s {base}.rc ]; do sleep 0.01; done")
+            f"</dev/null >/dev/null 2>&1 & while [ ! -s {base}.pid ] && [ ! -s {base}.rc ]; do sleep 0.01; done; "
+            f"i=0; while [ $i -lt 100 ] && [ ! -s {base}.rc ]; do "
+            f"set -- $(ps -o jid=,comm= -p $(cat {base}.pid) 2>/dev/null); "
+            f'[ "${{1:-}}" = 0 ] && case "${{2:-}}" in sh|env|jexec) ;; *) break ;; esac || break; '
+            f"sleep 0.05; i=$((i + 1)); done")
         if status != 0:
             raise HostError(f"cannot start {shlex.join(argv)}: {err.decode(errors='replace').strip()}")
-        self.offset = 0
 
     def poll(self) -> tuple[bytes, int | None]:
         """The output since the last poll, and the exit status once the command has exited."""
@@ -195,11 +212,9 @@ class Background:
         self.runner.exchange(f"rm -f {shlex.quote(self.base)}.pid {shlex.quote(self.base)}.out {shlex.quote(self.base)}.rc")
 
 
-def relay(spec: str, argv: list[str]) -> int:
-    """Run `argv` on the remote host, copying its output to ours; its exit status (as a shell
-    reports a signal: 128 + its number). SIGINT, SIGTERM and SIGHUP are passed on."""
-    runner = RemoteRunner(spec)
-    command = Background(runner, argv)
+def relay(command: Background) -> int:
+    """Follow a command on the remote host, copying its output to ours; its exit status (as a
+    shell reports a signal: 128 + its number). SIGINT, SIGTERM and SIGHUP are passed on."""
     pending: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda signum, _: pending.append(signum))
@@ -224,12 +239,19 @@ def relay(spec: str, argv: list[str]) -> int:
             pass
 
 
+USAGE = ("usage: python -m kleenenet.platform.freebsd.remote relay serial:PATH -- ARGV...\n"
+         "       python -m kleenenet.platform.freebsd.remote follow serial:PATH BASE")
+
+
 def main(args: list[str]) -> int:
-    if len(args) < 4 or args[0] != "relay" or args[2] != "--":
-        print("usage: python -m kleenenet.platform.freebsd.remote relay serial:PATH -- ARGV...", file=sys.stderr)
+    """`relay`: start ARGV there and follow it; `follow`: a command start() has started."""
+    relaying = len(args) >= 4 and args[0] == "relay" and args[2] == "--"
+    if not relaying and not (len(args) == 3 and args[0] == "follow" and args[2].startswith(REMOTE_DIR + "/")):
+        print(USAGE, file=sys.stderr)
         return 2
     try:
-        return relay(args[1], args[3:])
+        runner = RemoteRunner(args[1])
+        return relay(Background(runner, args[3:]) if relaying else Background(runner, base=args[2]))
     except KleenenetError as e:
         print(f"kleenenet: {e}", file=sys.stderr)
         return 125
