@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from kleenenet.platform.freebsd import parsers
 from kleenenet.platform.freebsd.parsers import (
     Jail,
     Socket,
@@ -451,3 +452,30 @@ def test_ifconfig_tentative_and_duplicated_ipv6_addresses():
     assert em1.tentative == {ipaddress.ip_address("fd00:1::100")}
     assert em1.duplicated == {ipaddress.ip_address("fd00:1::101")}
     assert len(em1.inet6) == 3
+
+
+# Recorded on FreeBSD 15.0-RELEASE (a VM driven through KLEENENET_FREEBSD_REMOTE; SOURCES.md)
+
+def test_ifconfig_of_a_15_0_host_with_a_loopback_network():
+    found = parsers.parse_ifconfig(sample("ifconfig_15_0_vm.txt"))
+    assert [str(a) for a in parsers.addresses(found["vtnet0"])] == ["203.0.113.2/24", "2001:db8:113::2/64"]
+    assert found["kleene0"].description == "kleenenet:pub" and "kleenenet" in found["kleene0"].groups
+    assert "LOOPBACK" in found["kleene0"].flags
+
+
+def test_routes_of_a_15_0_host():
+    text = sample("netstat_routes_15_0.json")
+    assert parsers.default_route_interface(text) == "vtnet0"
+    assert parsers.default_route_interface(text, 6) == "vtnet0"
+
+
+def test_anchors_of_a_15_0_host_list_emptied_ones():
+    """kleenenet/v6 and its ports anchor were removed by `network rm`, and are still listed."""
+    assert parsers.parse_anchors(sample("pfctl_anchors_v_15_0.txt")) == [
+        "kleenenet/pub", "kleenenet/pub/ports", "kleenenet/pub/ports/ec73c3fedf57", "kleenenet/v6",
+        "kleenenet/v6/ports"]
+
+
+def test_sockstat_of_15_0_in_its_narrower_columns():
+    found = [(str(s.address) if s.address else "*", s.port) for s in parsers.parse_sockstat(sample("sockstat_46l_15_0.txt"))]
+    assert found == [("10.2.3.1", 5000), ("10.12.0.1", 5000), ("*", 7000)]

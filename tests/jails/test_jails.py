@@ -172,6 +172,17 @@ def test_a_published_port_is_reached_from_upstream_and_nothing_else(kn, wan, net
     assert r.returncode != 0 and f"port tcp/{PUBLISHED_PORT} is already published by container 'web'" in r.stderr
 
 
+def test_an_ipnet_jails_published_port_survives_a_network_connect(kn, wan):
+    """A server that bound the wildcard while its jail had one address listens on that address
+    only: the port must keep leading there when the jail joins a network that sorts first."""
+    create_network(kn, "pub", "loopback", SUBNET_A, "--nat-if", WAN_HOST_IF)
+    create_network(kn, "another", "loopback", SUBNET_B, "--nat-if", WAN_HOST_IF)
+    kn.serve("web", "pub", "ipnet", SERVER_PORT, 4, "-p", f"{PUBLISHED_PORT}:{SERVER_PORT}")
+    assert wan.exchange(UPLINK_ADDR, PUBLISHED_PORT) == "pong"
+    kn("network", "connect", "another", "web")
+    assert wan.exchange(UPLINK_ADDR, PUBLISHED_PORT) == "pong"
+
+
 def test_a_port_the_host_listens_on_cannot_be_published(kn):
     create_network(kn, "pub", "loopback", SUBNET_A)
     with host_tcp_server(HOST_PORT):
@@ -257,6 +268,15 @@ def test_ipv6_between_vnet_jails_and_on_an_internal_network(kn):
     assert kn.exec_exchange("b", server, SERVER_PORT) == "pong"
     r = kn("exec", "b", "--", "ping", "-6", "-c", "1", kn.network("six")["gateway6"], check=False)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_an_ipnet_jails_ipv6_address_is_usable_when_its_command_starts(kn):
+    """Its alias on the bridge skips duplicate address detection: a tentative address cannot
+    be bound ("Can't assign requested address")."""
+    kn("network", "create", "-t", "bridge", "--subnet6", "fd77:3::/64", "six")
+    r = kn("run", "--rm", "-l", "ipnet", "-n", "six", "--", "sh", "-c",
+           f"nc -6 -l fd77:3::2 {SERVER_PORT} & pid=$!; sleep 1; kill $pid && echo bound")
+    assert r.stdout.strip() == "bound", r.stdout + r.stderr
 
 
 # reconcile
