@@ -357,3 +357,26 @@ def test_reconcile_repairs_pf_anchors_flushed_behind_its_back(kn, wan, net_type)
     kn("reconcile")
     assert kn.snapshot() == before
     assert wan.peer_seen_from(kn, "out", driver) == UPLINK_ADDR
+
+
+# resolver files
+
+def test_a_jail_with_a_root_of_its_own_gets_its_resolver_files(kn):
+    """nullfs mounts of the container's hosts and resolv.conf over its root's (FreeBSD 13.2 and
+    later); its root here: the host's /bin, /lib, /libexec read-only, and an etc of its own."""
+    root = "/tmp/kn-test-root"
+    dirs = ("bin", "lib", "libexec")
+    sh("mkdir", "-p", f"{root}/etc", *(f"{root}/{d}" for d in dirs))
+    try:
+        for d in dirs:
+            sh("mount", "-t", "nullfs", "-o", "ro", f"/{d}", f"{root}/{d}")
+        sh("sh", "-c", f"echo '127.0.0.1 localhost' >{root}/etc/hosts; : >{root}/etc/resolv.conf")
+        create_network(kn, "net", "bridge", SUBNET_A)
+        r = kn("run", "--rm", "-l", "vnet", "-n", "net", "--path", root, "--name", "rooted", "--",
+               "/bin/cat", "/etc/hosts")
+        assert "10.77.1.2" in r.stdout and "rooted" in r.stdout, r.stdout + r.stderr
+        assert sh("cat", f"{root}/etc/hosts").stdout == "127.0.0.1 localhost\n"  # unmounted after
+    finally:
+        for d in dirs:
+            sh("umount", f"{root}/{d}", check=False)
+        sh("rm", "-rf", root)

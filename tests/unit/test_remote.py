@@ -179,3 +179,4 @@ def test_a_relay_whose_command_the_host_lost_ends(serial):
         assert proc.wait(timeout=30) == 255
     finally:
         serial.run(["kill", *pids])  # the sleep, by the pid its own shell wrote
+

@@ -76,8 +76,11 @@ def plan_mount(platform, c: Container, etc) -> Plan:
         if platform.runner.succeeds(["test", "-f", target, "-a", "!", "-L", target, "-a", "!", "-L",
                                      f"{root}/etc", "-a", "!", target, "-ef", f"/etc/{name}"]):
             argv, undo = ["mount", "-t", "nullfs", str(etc / name), target], ["umount", target]
-            plan.add(command_text(argv), lambda argv=argv: platform.runner.run(argv),
-                     lambda undo=undo: platform.runner.run(undo))
+
+            def mount(argv=argv, source=etc / name):
+                platform.runner.provide(source)  # (a remote host gets a copy at the same path)
+                platform.runner.run(argv)
+            plan.add(command_text(argv), mount, lambda undo=undo: platform.runner.run(undo))
     return plan
 
 

@@ -71,6 +71,9 @@ class Runner:
         pass, as start() does)."""
         return argv
 
+    def provide(self, path: Path) -> None:
+        """Make this machine's file `path` readable at the same path on the host (here: it is)."""
+
     def is_directory(self, path: str) -> bool:
         return os.path.isdir(path)
 

@@ -16,9 +16,9 @@ that start() has started) follows it: it copies the
 command's output to its own, passes SIGINT, SIGTERM and SIGHUP on and exits with its
 status, so callers get an ordinary subprocess. Such commands read no standard input.
 
-What stays local: the state directory. A jail's resolver files are mounted on the remote host
-from the same path, so the state directory must be shared at the same path there (the test VM
-mounts it with 9p) for them to appear in jails with a root of their own.
+What stays local: the state directory. A jail with a root of its own gets its resolver files
+as copies made at the same path there when it starts (provide()); later changes to them (a peer
+joining) reach the remote host only where the state directory is shared at that path.
 """
 
 from __future__ import annotations
@@ -155,6 +155,13 @@ class RemoteRunner(Runner):
         command = Background(self, [*(["env", *assignments] if assignments else []), *argv])
         return super().start([sys.executable, "-m", "kleenenet.platform.freebsd.remote", "follow", self.spec,
                               command.base], log)
+
+    def provide(self, path: Path) -> None:
+        """A copy of the file, as it is now, at the same path there."""
+        status, _, err = self.exchange(f"mkdir -p {shlex.quote(str(path.parent))} && cat >{shlex.quote(str(path))}",
+                                       path.read_text())
+        if status != 0:
+            raise HostError(f"cannot copy {path} to the FreeBSD host: {err.decode(errors='replace').strip()}")
 
     def is_directory(self, path: str) -> bool:
         return self.succeeds(["test", "-d", path])
