@@ -129,8 +129,8 @@ def test_signals_reach_the_remote_command(serial, tmp_path):
     assert proc.wait(timeout=30) == 5
     assert mark.read_text() == "got-term\n"
     # a command killed by a signal: 128 + its number, as a shell says
-    proc = subprocess.Popen(serial.wrap(["sleep", "60"]))
-    time.sleep(0.5)
+    proc = subprocess.Popen(serial.wrap(["sh", "-c", "echo ready; exec sleep 60"]), stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
     proc.terminate()
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
 

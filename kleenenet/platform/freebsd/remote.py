@@ -222,15 +222,12 @@ class Background:
 def relay(command: Background) -> int:
     """Follow a command on the remote host, copying its output to ours; its exit status (as a
     shell reports a signal: 128 + its number). SIGINT, SIGTERM and SIGHUP are passed on."""
-    pending: list[int] = []
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda signum, _: pending.append(signum))
     interval = POLL[0]
     out = sys.stdout.buffer
     try:
         while True:
-            while pending:
-                command.signal(pending.pop(0))
+            while PENDING:
+                command.signal(PENDING.pop(0))
             chunk, status = command.poll()
             if chunk:
                 out.write(chunk)
@@ -256,6 +253,8 @@ def main(args: list[str]) -> int:
     if not relaying and not (len(args) == 3 and args[0] == "follow" and args[2].startswith(REMOTE_DIR + "/")):
         print(USAGE, file=sys.stderr)
         return 2
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # from the start: none is lost
+        signal.signal(signum, lambda signum, _: PENDING.append(signum))
     try:
         runner = RemoteRunner(args[1])
         return relay(Background(runner, args[3:]) if relaying else Background(runner, base=args[2]))
