@@ -41,9 +41,10 @@ ENVIRONMENT = "KLEENENET_FREEBSD_REMOTE"
 SCHEME = "serial:"
 TIMEOUT = 300  # seconds an exchange may take (a `jail -r` waits for its processes)
 REMOTE_DIR = "/tmp/kleenenet-remote"  # on the remote host: the background commands' files
-POLL = (0.05, 1.0)
+POLL = (0.05, 1.0)  # a relay's polling interval: first, and at most (it doubles while idle)
 CHUNK = 8192  # the most standard input sent in one exchange (see _exchange_with_file)
-GONE = 255  # a relay's status when its command's host lost it (a reboot)  # a relay's polling interval: first, and at most (it doubles while idle)
+GONE = 255  # a relay's status when its command's host lost it (a reboot)
+PENDING: list[int] = []  # signals for the relayed command, sent when the relay next polls
 
 
 def from_environment() -> RemoteRunner | None:
