@@ -12,9 +12,10 @@ made of a random nonce, then its exit status and its standard error. One exchang
 (an flock beside the socket), so several kleenenet processes can share the shell. A long-running
 command (a container's, an exec) runs in the remote background; a local relay process
 (`python -m kleenenet.platform.freebsd.remote relay SPEC -- ARGV`, or `follow SPEC BASE` for one
-that start() has started) follows it: it copies the
-command's output to its own, passes SIGINT, SIGTERM and SIGHUP on and exits with its
-status, so callers get an ordinary subprocess. Such commands read no standard input.
+that start() has started) follows it: it copies the command's output to its own, passes SIGINT,
+SIGTERM and SIGHUP on and exits with its status, so callers get an ordinary subprocess. Such
+commands read no standard input. A large standard input of a short command goes through a file
+there (a tty's input queue holds a few kilobytes).
 
 What stays local: the state directory. A jail with a root of its own gets its resolver files
 as copies made at the same path there when it starts (provide()); later changes to them (a peer
