@@ -85,10 +85,12 @@ class Remote:
             try:
                 conn.request(method, path, data, headers)
                 answer = conn.getresponse()
-            except (http.client.RemoteDisconnected, BrokenPipeError):
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 if not reused:
                     raise
-                conn.close()  # the daemon closed the kept-alive connection: again on a new one
+                # The daemon closed the kept-alive connection (as the request arrived: a reset):
+                # again on a new one.
+                conn.close()
                 conn.request(method, path, data, headers)
                 answer = conn.getresponse()
             status, reason, raw = answer.status, answer.reason, answer.read()
