@@ -2,8 +2,9 @@
 
 The far end is what a VM's serial port is: a unix socket that accepts one client at a time, in
 front of one long-lived /bin/sh whose output goes to whichever client is connected (and is lost
-while none is). The commands are this machine's: the protocol needs only POSIX sh, cat, tail,
-kill and sleep, which FreeBSD has too.
+while none is). The commands are this machine's: the protocol needs POSIX sh, cat, tail, wc,
+grep, kill and sleep, which FreeBSD has too, and FreeBSD's b64decode, here a stand-in over
+base64 -d.
 """
 
 from __future__ import annotations
@@ -25,14 +26,20 @@ from kleenenet.platform.freebsd.remote import RemoteRunner
 class SerialShell:
     """A shell behind a unix socket, as QEMU's `-chardev socket,server=on` puts a serial port."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, bin_dir):
         self.path = path
+        # FreeBSD's b64decode -r, as this machine's base64 -d
+        bin_dir.mkdir()
+        (bin_dir / "b64decode").write_text('#!/bin/sh\nexec base64 -d\n')
+        (bin_dir / "b64decode").chmod(0o755)
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
         self.shell = subprocess.Popen(["sh"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, bufsize=0)
+                                      stderr=subprocess.STDOUT, bufsize=0, env=env)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
         self.listener.listen(1)
         self.client: socket.socket | None = None
+        self.spoil = 0  # requests whose middle is lost on the way, as a full tty queue loses it
         threading.Thread(target=self._output, daemon=True).start()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -53,6 +60,9 @@ class SerialShell:
                 return
             self.client = conn
             while data := conn.recv(65536):
+                if self.spoil and len(data) > 40:
+                    self.spoil -= 1
+                    data = data[:20] + data[40:]
                 self.shell.stdin.write(data)
             self.client = None
             conn.close()
@@ -64,12 +74,17 @@ class SerialShell:
 
 
 @pytest.fixture
-def serial(tmp_path):
-    shell = SerialShell(str(tmp_path / "cmd.sock"))
+def shell(tmp_path):
+    shell = SerialShell(str(tmp_path / "cmd.sock"), tmp_path / "bin")
     try:
-        yield RemoteRunner(f"serial:{shell.path}")
+        yield shell
     finally:
         shell.close()
+
+
+@pytest.fixture
+def serial(shell):
+    return RemoteRunner(f"serial:{shell.path}")
 
 
 def test_output_error_and_status_come_back_apart(serial):
@@ -180,3 +195,15 @@ def test_a_relay_whose_command_the_host_lost_ends(serial):
     finally:
         serial.run(["kill", *pids])  # the sleep, by the pid its own shell wrote
 
+
+
+def test_a_request_spoilt_on_its_way_is_sent_again_and_spoils_nothing_after(shell, serial, monkeypatch):
+    monkeypatch.setattr("kleenenet.platform.freebsd.remote.ACKNOWLEDGE", 1)
+    shell.spoil = 1
+    assert serial.run(["echo", "it's (not) \"quoted\""]) == "it's (not) \"quoted\"\n"
+    assert shell.spoil == 0  # the first request was spoilt, the second ran
+    assert serial.run(["echo", "after"]) == "after\n"
+    shell.spoil = 3
+    with pytest.raises(HostError, match="no answer to 3 requests"):
+        serial.run(["true"])
+    assert serial.run(["echo", "still there"]) == "still there\n"

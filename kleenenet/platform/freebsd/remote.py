@@ -24,6 +24,7 @@ joining) reach the remote host only where the state directory is shared at that 
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import os
 import secrets
@@ -43,6 +44,9 @@ SCHEME = "serial:"
 TIMEOUT = 300  # seconds an exchange may take (a `jail -r` waits for its processes)
 REMOTE_DIR = "/tmp/kleenenet-remote"  # on the remote host: the background commands' files
 POLL = (0.05, 1.0)  # a relay's polling interval: first, and at most (it doubles while idle)
+ACKNOWLEDGE = 20  # seconds: a request whose start mark has not come by then is sent again
+ATTEMPTS = 3
+REQUEST = "/tmp/.kleenenet-request"  # on the remote host: the request being run
 CHUNK = 8192  # the most standard input sent in one exchange (see _exchange_with_file)
 GONE = 255  # a relay's status when its command's host lost it (a reboot)
 PENDING: list[int] = []  # signals for the relayed command, sent when the relay next polls
@@ -69,16 +73,28 @@ class RemoteRunner(Runner):
         """Run shell `script` on the remote host: its exit status, standard output and error."""
         if stdin is not None and len(stdin) > CHUNK:
             return self._exchange_with_file(script, stdin, timeout)
-        nonce = secrets.token_hex(8)
         if stdin is not None:
             # a here-document ends with a newline; pfctl and the rest read text
             body = stdin if stdin.endswith("\n") or not stdin else stdin + "\n"
-            redirect, document = f" <<'{nonce}_IN'", f"{body}{nonce}_IN\n"
+        for _attempt in range(ATTEMPTS):
+            nonce = secrets.token_hex(8)
+            if stdin is not None:
+                redirect, document = f" <<'{nonce}_IN'", f"{body}{nonce}_IN\n"
+            else:
+                redirect, document = " </dev/null", ""
+            text = (f"cd /; printf '\\n%s<\\n' {nonce}; ( {script} ){redirect} 2>/tmp/.kleenenet-err\n{document}"
+                    f"printf '\\n%s>%d\\n' {nonce} $?; cat /tmp/.kleenenet-err; printf '\\n%s.\\n' {nonce}\n")
+            # One line without quotes or brackets: bytes the tty loses spoil this request only,
+            # never leave the shell waiting for a closing quote. The script is base64 and runs,
+            # in a shell of its own, only when none of it was lost.
+            encoded = base64.b64encode(text.encode()).decode()
+            request = (f"printf %s {encoded} >{REQUEST}; wc -c <{REQUEST} | grep -qx \\ *{len(encoded)} "
+                       f"&& b64decode -r <{REQUEST} | sh\n").encode()
+            reply = self._send(request, nonce, timeout)
+            if reply is not None:
+                break
         else:
-            redirect, document = " </dev/null", ""
-        request = (f"cd /; printf '\\n%s<\\n' {nonce}; ( {script} ){redirect} 2>/tmp/.kleenenet-err\n{document}"
-                   f"printf '\\n%s>%d\\n' {nonce} $?; cat /tmp/.kleenenet-err; printf '\\n%s.\\n' {nonce}\n")
-        reply = self._send(request.encode(), f"\n{nonce}.\n".encode(), timeout)
+            raise HostError(f"cannot reach the FreeBSD host at {self.spec}: no answer to {ATTEMPTS} requests")
         start = reply.index(f"\n{nonce}<\n".encode()) + len(nonce) + 3
         status_mark = reply.index(f"\n{nonce}>".encode(), start)
         newline = reply.index(b"\n", status_mark + len(nonce) + 2)
@@ -107,20 +123,30 @@ class RemoteRunner(Runner):
         finally:
             self.exchange(f"rm -f {path}")
 
-    def _send(self, request: bytes, last: bytes, timeout: float) -> bytes:
-        deadline = time.monotonic() + timeout
+    def _send(self, request: bytes, nonce: str, timeout: float) -> bytes | None:
+        """The reply to `request`; None when its start mark has not come within ACKNOWLEDGE
+        seconds: the request was spoilt on its way, and did not run."""
+        started, last = f"\n{nonce}<\n".encode(), f"\n{nonce}.\n".encode()
+        now = time.monotonic()
+        acknowledge, deadline = now + ACKNOWLEDGE, now + timeout
         with open(self.path + ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                    s.settimeout(timeout)
+                    s.settimeout(1)
                     s.connect(self.path)
                     s.sendall(request)
                     reply = bytearray()
                     while not reply.endswith(last):
-                        if time.monotonic() > deadline:
+                        now = time.monotonic()
+                        if started not in reply and now > acknowledge:
+                            return None
+                        if now > deadline:
                             raise socket.timeout()
-                        chunk = s.recv(65536)
+                        try:
+                            chunk = s.recv(65536)
+                        except socket.timeout:
+                            continue
                         if not chunk:
                             raise ConnectionError("the shell's socket was closed")
                         reply += chunk
