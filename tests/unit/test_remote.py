@@ -207,3 +207,17 @@ def test_a_request_spoilt_on_its_way_is_sent_again_and_spoils_nothing_after(shel
     with pytest.raises(HostError, match="no answer to 3 requests"):
         serial.run(["true"])
     assert serial.run(["echo", "still there"]) == "still there\n"
+
+
+def test_a_request_that_was_only_late_runs_once(shell, serial, monkeypatch, tmp_path):
+    """The shell is busy with a command whose client gave up: the request is sent again, and its
+    copies that arrive later do not run it again."""
+    monkeypatch.setattr("kleenenet.platform.freebsd.remote.ACKNOWLEDGE", 1)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(serial.path)
+    s.sendall(b"sleep 2\n")
+    s.close()
+    counted = tmp_path / "count"
+    serial.run(["sh", "-c", f"echo once >>{counted}"])
+    serial.run(["sleep", "0.5"])  # the later copies have had their turn
+    assert counted.read_text() == "once\n"

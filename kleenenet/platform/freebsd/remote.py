@@ -76,20 +76,24 @@ class RemoteRunner(Runner):
         if stdin is not None:
             # a here-document ends with a newline; pfctl and the rest read text
             body = stdin if stdin.endswith("\n") or not stdin else stdin + "\n"
+        nonce = secrets.token_hex(8)
+        if stdin is not None:
+            redirect, document = f" <<'{nonce}_IN'", f"{body}{nonce}_IN\n"
+        else:
+            redirect, document = " </dev/null", ""
+        # A request sent again may have been only late (the shell busy with a command whose
+        # client gave up): its mark file makes sure it runs once.
+        ran = f"{REMOTE_DIR}/ran-{nonce}"
+        text = (f"mkdir -p {REMOTE_DIR}; [ -e {ran} ] && exit; : >{ran}\n"
+                f"cd /; printf '\\n%s<\\n' {nonce}; ( {script} ){redirect} 2>/tmp/.kleenenet-err\n{document}"
+                f"printf '\\n%s>%d\\n' {nonce} $?; cat /tmp/.kleenenet-err; printf '\\n%s.\\n' {nonce}\n")
+        # One line without quotes or brackets: bytes the tty loses spoil this request only,
+        # never leave the shell waiting for a closing quote. The script is base64 and runs, in a
+        # shell of its own, only when none of it was lost.
+        encoded = base64.b64encode(text.encode()).decode()
+        request = (f"printf %s {encoded} >{REQUEST}; wc -c <{REQUEST} | grep -qx \\ *{len(encoded)} "
+                   f"&& b64decode -r <{REQUEST} | sh\n").encode()
         for _attempt in range(ATTEMPTS):
-            nonce = secrets.token_hex(8)
-            if stdin is not None:
-                redirect, document = f" <<'{nonce}_IN'", f"{body}{nonce}_IN\n"
-            else:
-                redirect, document = " </dev/null", ""
-            text = (f"cd /; printf '\\n%s<\\n' {nonce}; ( {script} ){redirect} 2>/tmp/.kleenenet-err\n{document}"
-                    f"printf '\\n%s>%d\\n' {nonce} $?; cat /tmp/.kleenenet-err; printf '\\n%s.\\n' {nonce}\n")
-            # One line without quotes or brackets: bytes the tty loses spoil this request only,
-            # never leave the shell waiting for a closing quote. The script is base64 and runs,
-            # in a shell of its own, only when none of it was lost.
-            encoded = base64.b64encode(text.encode()).decode()
-            request = (f"printf %s {encoded} >{REQUEST}; wc -c <{REQUEST} | grep -qx \\ *{len(encoded)} "
-                       f"&& b64decode -r <{REQUEST} | sh\n").encode()
             reply = self._send(request, nonce, timeout)
             if reply is not None:
                 break
