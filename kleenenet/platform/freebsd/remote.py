@@ -47,7 +47,7 @@ POLL = (0.05, 1.0)  # a relay's polling interval: first, and at most (it doubles
 ACKNOWLEDGE = 20  # seconds: a request whose start mark has not come by then is sent again
 ATTEMPTS = 3
 REQUEST = "/tmp/.kleenenet-request"  # on the remote host: the request being run
-CHUNK = 8192  # the most standard input sent in one exchange (see _exchange_with_file)
+CHUNK = 4096  # bytes: the most standard input sent in one exchange (see _exchange_with_file)
 GONE = 255  # a relay's status when its command's host lost it (a reboot)
 PENDING: list[int] = []  # signals for the relayed command, sent when the relay next polls
 
@@ -73,6 +73,10 @@ class RemoteRunner(Runner):
         """Run shell `script` on the remote host: its exit status, standard output and error."""
         if stdin is not None and len(stdin) > CHUNK:
             return self._exchange_with_file(script, stdin, timeout)
+        return self._exchange(script, stdin, timeout)
+
+    def _exchange(self, script: str, stdin: str | None, timeout: float) -> tuple[int, bytes, bytes]:
+        """One request and its reply."""
         if stdin is not None:
             # a here-document ends with a newline; pfctl and the rest read text
             body = stdin if stdin.endswith("\n") or not stdin else stdin + "\n"
@@ -110,17 +114,11 @@ class RemoteRunner(Runner):
         """A large input goes first into a file there, a chunk per exchange: a tty's input queue
         holds a few kilobytes, and what comes while it is full is lost."""
         path = f"/tmp/.kleenenet-in-{secrets.token_hex(8)}"
-        lines = stdin.splitlines(keepends=True)
-        chunks, chunk = [], ""
-        for line in lines:
-            if chunk and len(chunk) + len(line) > CHUNK:
-                chunks.append(chunk)
-                chunk = ""
-            chunk += line
-        chunks.append(chunk)
+        data = stdin.encode()
+        chunks = [base64.encodebytes(data[k:k + CHUNK]).decode() for k in range(0, len(data), CHUNK)]
         try:
             for chunk in chunks:
-                status, _, err = self.exchange(f"cat >>{path}", chunk, timeout)
+                status, _, err = self._exchange(f"b64decode -r >>{path}", chunk, timeout)
                 if status != 0:
                     return status, b"", err
             return self.exchange(f"( {script} ) <{path}", None, timeout)
@@ -138,7 +136,14 @@ class RemoteRunner(Runner):
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                     s.settimeout(1)
-                    s.connect(self.path)
+                    while True:  # the far end takes one client at a time: its backlog may be full
+                        try:
+                            s.connect(self.path)
+                            break
+                        except BlockingIOError:
+                            if time.monotonic() > acknowledge:
+                                raise
+                            time.sleep(0.05)
                     s.sendall(request)
                     reply = bytearray()
                     while not reply.endswith(last):
