@@ -335,17 +335,24 @@ def test_reconcile_resets_a_jail_address_list_left_by_a_crash(bench):
     assert bench.host.state["interfaces"]["kleene0"]["addrs"] == ["10.2.3.1/32", "fd00:2:3::1/128"]
 
 
+def published_then_rebooted(s, host, main_rules: str) -> dict:
+    """A container publishing ports on a loopback network, then pf as after a reboot whose
+    pf.conf has `main_rules` and not kleenenet's lines: no anchor, no table. The host's state."""
+    net_loopback(s)
+    run_ipnet_published(s)
+    st = host.state
+    st["main"] = {"nat": "", "rules": main_rules}
+    st["anchors"].clear()
+    st["tables"].clear()
+    return st
+
+
 def test_reconcile_after_a_reboot_without_kleenenets_lines_in_pf_conf(bench):
     """With no anchor loaded and pf.conf not calling kleenenet's, pf has no anchor `kleenenet`:
     `pfctl -a kleenenet -s Anchors` fails ("Anchor does not exist.", FreeBSD 15.0). That means no
     anchor is loaded: reconcile loads them all."""
     s = bench.svc()
-    net_loopback(s)
-    run_ipnet_published(s)
-    st = bench.host.state
-    st["main"] = {"nat": "", "rules": "pass all flags S/SA keep state\n"}
-    st["anchors"].clear()
-    st["tables"].clear()
+    st = published_then_rebooted(s, bench.host, "pass all flags S/SA keep state\n")
     with pytest.raises(HostError, match="Anchor does not exist"):
         bench.host.run(["pfctl", "-v", "-a", "kleenenet", "-s", "Anchors"])
     s.reconcile()
@@ -357,12 +364,7 @@ def test_reconcile_after_a_reboot_without_kleenenets_lines_in_pf_conf(bench):
 def test_stopping_a_published_container_after_a_reboot_without_anchors(bench):
     """Its network's anchor is missing too: nothing of its ports to flush, and the stop goes on."""
     s = bench.svc()
-    net_loopback(s)
-    run_ipnet_published(s)
-    st = bench.host.state
-    st["main"] = {"nat": "", "rules": ""}
-    st["anchors"].clear()
-    st["tables"].clear()
+    st = published_then_rebooted(s, bench.host, "")
     s.stop("web")
     assert st["jails"] == {} and st["interfaces"]["kleene0"]["addrs"] == []
 

@@ -221,3 +221,4 @@ def test_a_request_that_was_only_late_runs_once(shell, serial, monkeypatch, tmp_
     serial.run(["sh", "-c", f"echo once >>{counted}"])
     serial.run(["sleep", "0.5"])  # the later copies have had their turn
     assert counted.read_text() == "once\n"
+

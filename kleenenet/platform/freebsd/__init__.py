@@ -61,7 +61,7 @@ OWN_JAIL_PARAMS = {"name", "jid", "persist", "nopersist", "vnet", "vnet.interfac
 # jail(8)'s pseudo-parameters that act when the jail is created: mounts, commands and
 # dependencies that `jail -r NAME`, without the jail.conf that named them, never undoes (a
 # mount.devfs stays mounted on the root's /dev after the jail is gone, FreeBSD 15.0).
-UNDONE_JAIL_PARAMS = ("exec.", "mount", "depend", "ip_hostname", "interface")
+UNDONE_JAIL_PARAMS = {"exec", "mount", "depend", "ip_hostname", "interface"}  # (and their KEY.*)
 JAIL_PARAM_RE = re.compile(r"[a-z][a-z0-9_.]*(=.*)?", re.S)
 JAIL_NAME_RE = re.compile(JAIL_PREFIX + "[0-9a-f]{12}")
 FREEBSD_DRIVERS = ("ipnet", "vnet", "host", "disabled")
@@ -198,16 +198,6 @@ class FreeBSDPlatform:
     def _flush(self, path: str) -> None:
         for argv in pf.flush(path):
             self.runner.run(argv)
-
-    def _anchors(self, parent: str) -> list[str]:
-        """Every anchor below `parent`; none when pf has no `parent` at all (after a boot whose
-        pf.conf lacks kleenenet's lines, before any anchor is loaded: pfctl exits 1 there)."""
-        try:
-            return self.host.anchors(parent)
-        except HostError as e:
-            if parsers.is_missing_anchor(str(e)):
-                return []
-            raise
 
     def _anchor_holds_anything(self, path: str) -> bool:
         """Whether an anchor has rules, translation rules or tables. An anchor is judged by
@@ -502,10 +492,7 @@ class FreeBSDPlatform:
         address"), a duplicated one never."""
         ip, deadline = ipaddress.ip_address(addr), time.monotonic() + DAD_TIMEOUT
         while True:
-            try:
-                iface = parsers.parse_ifconfig(self.runner.run(["ifconfig", ifname])).get(ifname)
-            except ValueError as e:
-                raise HostError(f"unexpected output: {e}") from None
+            iface = self.host.interface(ifname)
             if iface is None:
                 raise HostError(f"interface {ifname} is gone")
             if ip in iface.duplicated:
@@ -674,7 +661,7 @@ class FreeBSDPlatform:
         if c.running:
             return self._plan_ports(before, self._port_anchors(c, [w for w in wired if w[1].id != ep.id]))
         plan, path = Plan("ports"), pf.ports_anchor(net, c.id)
-        if path not in self._anchors(pf.anchor(net)):
+        if path not in self.host.anchors(pf.anchor(net)):
             return plan, []
         labels = sorted(set(self.host.rule_labels(path)))
         old, load = before.get(path), ["pfctl", "-a", path, "-f", "-"]
@@ -728,7 +715,7 @@ class FreeBSDPlatform:
             if key in OWN_JAIL_PARAMS or key.startswith("vnet."):
                 raise InvalidInput(f"invalid jail parameter {param!r}: kleenenet sets {key} from the "
                                    "container's name, driver and networks")
-            if key.startswith(UNDONE_JAIL_PARAMS[0]) or key.partition(".")[0] in UNDONE_JAIL_PARAMS[1:]:
+            if key.partition(".")[0] in UNDONE_JAIL_PARAMS:
                 raise InvalidInput(f"invalid jail parameter {param!r}: jail(8) acts on {key} when it creates a "
                                    "jail and `jail -r` never undoes it; set it up on the host (e.g. mount devfs "
                                    "in the root with an fstab entry)")
@@ -852,7 +839,7 @@ class FreeBSDPlatform:
                 wired = [ep for ep in endpoints if ep.container_id == c.id]
                 plan.extend(self._plan_jail_list_reset(c, jails[name], wired))
         names = {n.name for n in networks}
-        loaded = self._anchors(pf.ANCHOR_ROOT)  # kleenenet/<network>[/ports[/<container id>]]
+        loaded = self.host.anchors(pf.ANCHOR_ROOT)  # kleenenet/<network>[/ports[/<container id>]]
         by_id = {n.id: n for n in networks}
         ports = {}  # the running containers' port anchors: path -> text
         for c in running:

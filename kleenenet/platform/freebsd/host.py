@@ -179,8 +179,20 @@ class Host:
         return self.runner.run(["sysctl", "-n", key]).strip()
 
     def anchors(self, parent: str) -> list[str]:
-        """Every anchor below `parent`, nested ones too (-v)."""
-        return _parsed(parsers.parse_anchors, self.runner.run(["pfctl", "-v", "-a", parent, "-s", "Anchors"]))
+        """Every anchor below `parent`, nested ones too (-v); none when pf has no `parent` at all
+        (after a boot whose pf.conf lacks kleenenet's lines, before any anchor is loaded: pfctl
+        exits 1 there)."""
+        try:
+            text = self.runner.run(["pfctl", "-v", "-a", parent, "-s", "Anchors"])
+        except HostError as e:
+            if parsers.is_missing_anchor(str(e)):
+                return []
+            raise
+        return _parsed(parsers.parse_anchors, text)
+
+    def interface(self, name: str) -> parsers.Interface | None:
+        """Interface `name` as `ifconfig NAME` shows it (None: it is gone)."""
+        return _parsed(parsers.parse_ifconfig, self.runner.run(["ifconfig", name])).get(name)
 
     def rule_labels(self, anchor: str) -> list[str]:
         return _parsed(parsers.parse_rule_labels, self.runner.run(["pfctl", "-a", anchor, "-s", "rules"]))
