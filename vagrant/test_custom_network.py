@@ -19,7 +19,8 @@ import subprocess
 import pytest
 
 from tests.jails.conftest import FREEBSD_HOST
-from tests.jails.host import end, eventually, host_can_connect, interface_summary, sh, spawn, tcp_listeners
+from tests.jails.host import (end, eventually, host_can_connect, interface_summary, neighbour, sh, spawn,
+                              tcp_listeners)
 
 pytestmark = [pytest.mark.freebsd,
               pytest.mark.skipif(not FREEBSD_HOST, reason="needs root on FreeBSD, or KLEENENET_FREEBSD_REMOTE: "
@@ -86,15 +87,8 @@ class Lan:
 
 @pytest.fixture
 def lan(kn, tmp_path):
-    fake = Lan(tmp_path / "lan.log")
-    try:
-        fake.start()
+    with neighbour(kn, Lan(tmp_path / "lan.log")) as fake:
         yield fake
-    finally:
-        try:
-            kn.remove_everything()  # the networks on the LAN's interfaces go before them
-        finally:
-            fake.stop()
 
 
 def test_ipnet_jail_on_a_nic_is_on_the_lan_with_its_own_address(kn, lan):

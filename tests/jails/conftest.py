@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jails.host import REMOTE, Kleenenet, Wan, jail_names, leftovers, prepare_remote, remove_leftovers
+from tests.jails.host import REMOTE, Kleenenet, Wan, neighbour, jail_names, leftovers, prepare_remote, remove_leftovers
 
 HERE = Path(__file__).resolve().parent
 ON_FREEBSD = sys.platform.startswith("freebsd")
@@ -68,12 +68,5 @@ def kn(tmp_path, remote_host):
 def wan(kn, tmp_path):
     """The fake upstream jail (kn-test-wan, 192.0.2.1) and the host's end of its link
     (tstwan0a, 192.0.2.2): create networks with --nat-if tstwan0a."""
-    w = Wan(tmp_path / "wan.log")
-    try:
-        w.start()
+    with neighbour(kn, Wan(tmp_path / "wan.log")) as w:
         yield w
-    finally:
-        try:
-            kn.remove_everything()  # networks that NAT toward tstwan0a go before it does
-        finally:
-            w.stop()

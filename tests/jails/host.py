@@ -239,6 +239,20 @@ def non_loopback_addresses(ifconfig_output: str) -> list[str]:
     return [a for a in found if not (a.startswith(("127.", "fe80:")) or a == "::1")]
 
 
+@contextmanager
+def neighbour(kn, fake):
+    """A fake machine next to the host (an upstream, a LAN) for one test, started and stopped;
+    kleenenet's networks on its interfaces are removed before it goes."""
+    try:
+        fake.start()
+        yield fake
+    finally:
+        try:
+            kn.remove_everything()
+        finally:
+            fake.stop()
+
+
 # kleenenet
 
 class Kleenenet:

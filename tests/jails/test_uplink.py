@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.jails.host import DRIVER, REMOTE, SERVER_PORT, eventually, sh
+from tests.jails.host import DRIVER, REMOTE, SERVER_PORT, eventually, neighbour, sh
 
 UPLINK = os.environ.get("KLEENENET_FREEBSD_UPLINK", "")
 pytestmark = pytest.mark.skipif(not (REMOTE and UPLINK.count(":") == 2),
@@ -118,15 +118,8 @@ class Upstream:
 
 @pytest.fixture
 def upstream(kn, tmp_path):
-    up = Upstream(tmp_path / "upstream.log")
-    try:
-        up.start()
+    with neighbour(kn, Upstream(tmp_path / "upstream.log")) as up:
         yield up
-    finally:
-        try:
-            kn.remove_everything()
-        finally:
-            up.stop()
 
 
 @pytest.mark.parametrize("net_type", ["loopback", "bridge"])
